@@ -1,0 +1,137 @@
+"""The store's tables. Every change to them comes with an Alembic migration (store/migrations).
+
+JSON columns hold small structured values (per-layer widths, stage times, versions, settings);
+anything a view filters or sorts on is a plain column.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Model(SQLModel, table=True):
+    """A model the store holds: imported (bundled, folder, GGUF, hub) or made by a pruning run."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    source: str  # bundled | folder | gguf | hub | pruned
+    source_ref: str = ""  # what it was imported from (path, hub id, "smollm2"); empty for pruned
+    family: str  # config.model_type, e.g. "llama"
+    architecture: str  # e.g. "LlamaForCausalLM"
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int  # the widest MLP layer
+    intermediate_sizes: list[int] | None = Field(default=None, sa_column=Column(JSON))  # per layer, when they differ
+    expansion: float  # mean intermediate width / hidden size
+    parameters: int
+    dtype: str
+    size_bytes: int
+    path: str  # folder of its files, relative to the store's artifacts/ folder
+    parent_id: int | None = Field(default=None, foreign_key="model.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    note: str = ""
+
+
+class PruningRun(SQLModel, table=True):
+    """One pruning of a base model: its full configuration, how it went, and what it made."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    base_model_id: int = Field(foreign_key="model.id", index=True)
+    result_model_id: int | None = Field(default=None, foreign_key="model.id", index=True)
+    job_id: int | None = Field(default=None, foreign_key="job.id")
+    scorer: str = Field(index=True)
+    target_kind: str  # percent | expansion
+    target_value: float
+    divisor: int
+    allocation: str  # uniform | global
+    layers: str  # the layer selection as given, e.g. "all" or "0-9,20"
+    calibration_source: str | None = None
+    calibration_samples: int | None = None
+    calibration_seq_len: int | None = None
+    calibration_hash: str | None = None  # sha256 of the calibration token ids
+    device: str
+    dtype: str
+    versions: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    stage_seconds: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    peak_memory_bytes: int | None = None
+    parameters_before: int | None = None
+    parameters_after: int | None = None
+    status: str = "done"  # done | failed
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class LayerRetention(SQLModel, table=True):
+    """How much of one layer's MLP a run kept, and how the kept and removed neurons scored."""
+
+    __table_args__ = (Index("ix_layerretention_run_layer", "run_id", "layer", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="pruningrun.id")
+    layer: int
+    original_width: int
+    kept_width: int
+    percent_kept: float
+    kept_score_min: float | None = None
+    kept_score_mean: float | None = None
+    kept_score_max: float | None = None
+    removed_score_min: float | None = None
+    removed_score_mean: float | None = None
+    removed_score_max: float | None = None
+    kept_indices: str  # store.bitset encoding of the kept neuron indices
+
+
+class Evaluation(SQLModel, table=True):
+    """One metric of one evaluation of one model, keyed exactly as the harness names it."""
+
+    __table_args__ = (Index("ix_evaluation_model_task_metric", "model_id", "task", "metric"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="model.id")
+    job_id: int | None = Field(default=None, foreign_key="job.id")
+    harness: str  # lm-eval | workbench
+    harness_version: str
+    task: str
+    metric: str  # e.g. "acc_norm,none" or "exact_match,flexible-extract"
+    value: float
+    stderr: float | None = None
+    samples: int | None = None
+    limit: float | None = None
+    fewshot: int | None = None
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    device: str
+    dtype: str
+    seconds: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    """A unit of background work (a pruning or an evaluation) and where it stands."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  # prune | eval
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="queued", index=True)  # queued|running|done|failed|cancelled|interrupted
+    stage: str = ""
+    progress: float = 0.0  # 0..1 over the whole job
+    message: str = ""
+    eta_seconds: float | None = None
+    cancel_requested: bool = False
+    pid: int | None = None
+    host: str | None = None
+    heartbeat_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    log_path: str | None = None  # relative to the store folder
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,82 @@
+"""`workbench`: with no command it opens the TUI; sub-commands mirror what the TUI does.
+
+Each command group lives in its own module with a `register(subparsers, common)` function.
+Modules import the engine (torch, transformers) inside their handlers, so that `workbench`
+and `workbench --help` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from store.db import StoreError
+from workbench.errors import UserError
+
+COMMAND_MODULES = [
+    "workbench.cli.models",
+    "workbench.cli.prune",
+    "workbench.cli.runs",
+    "workbench.cli.export",
+    "workbench.cli.store_cmd",
+]
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command accepts, before or after its name."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--store",
+        default=argparse.SUPPRESS,
+        help="store folder or SQLAlchemy URL (default: $WORKBENCH_STORE, else the user data folder)",
+    )
+    common.add_argument(
+        "--data-dir",
+        default=argparse.SUPPRESS,
+        help="local benchmark and calibration data (default: $WORKBENCH_DATA)",
+    )
+    return common
+
+
+def build_parser() -> Parser:
+    common = common_options()
+    parser = Parser(
+        prog="workbench",
+        description="Width pruning of GLU MLPs: prune, evaluate and compare LLMs. "
+        "With no command, opens the terminal workbench.",
+        parents=[common],
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    tui = subparsers.add_parser("tui", parents=[common], help="open the terminal workbench (the default)")
+    tui.set_defaults(func=run_tui)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers, common)
+    return parser
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    from tui.app import run
+
+    return run(store=getattr(args, "store", None), data_dir=getattr(args, "data_dir", None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "func", run_tui)
+    try:
+        return handler(args) or 0
+    except (UserError, StoreError) as e:
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("workbench: interrupted", file=sys.stderr)
+        return 130

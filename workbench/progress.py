@@ -1,0 +1,72 @@
+"""Progress and cancellation for long work, independent of who watches it.
+
+The engine names its stages and advances through them; a sink (the job row, a terminal bar)
+sees the overall fraction. Cancellation is cooperative: `check()` raises `Cancelled` at the
+layer and batch boundaries where the engine calls it.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class Cancelled(Exception):
+    """The work was asked to stop; nothing it was writing may remain."""
+
+
+class Progress:
+    """Tracks stages (each with a weight in the whole) and the time each took.
+
+    Subclasses override `emit` to show progress and `cancel_requested` to stop work.
+    """
+
+    def __init__(self, weights: dict[str, float] | None = None) -> None:
+        self.weights = weights or {}
+        self.stage_seconds: dict[str, float] = {}
+        self.name = ""
+        self._done_weight = 0.0
+        self._total = 0
+        self._count = 0
+        self._started = time.perf_counter()
+
+    def stage(self, name: str, total: int = 0, message: str = "") -> None:
+        """Finish the current stage (if any) and begin `name`, with `total` steps."""
+        self._close_stage()
+        self.name, self._total, self._count = name, total, 0
+        self._started = time.perf_counter()
+        self.check()
+        self.emit(name, self.fraction, message or name)
+
+    def advance(self, steps: int = 1, message: str = "") -> None:
+        self._count = min(self._count + steps, self._total) if self._total else self._count
+        self.emit(self.name, self.fraction, message)
+        self.check()
+
+    def finish(self) -> None:
+        self._close_stage()
+        self.name = ""
+        self.emit("done", 1.0, "done")
+
+    @property
+    def fraction(self) -> float:
+        total_weight = sum(self.weights.values()) or 1.0
+        within = self._count / self._total if self._total else 0.0
+        current = self.weights.get(self.name, 0.0) * within
+        return min(1.0, (self._done_weight + current) / total_weight)
+
+    def check(self) -> None:
+        if self.cancel_requested():
+            raise Cancelled("cancelled")
+
+    def _close_stage(self) -> None:
+        if self.name:
+            elapsed = time.perf_counter() - self._started
+            self.stage_seconds[self.name] = self.stage_seconds.get(self.name, 0.0) + elapsed
+            self._done_weight += self.weights.get(self.name, 0.0)
+
+    # -- what a sink overrides --------------------------------------------------------------
+    def emit(self, stage: str, fraction: float, message: str) -> None:
+        """Show where the work stands; the base class shows nothing."""
+
+    def cancel_requested(self) -> bool:
+        return False

@@ -1,0 +1,175 @@
+"""What a user can ask the engine for, and the checks that need no model loaded.
+
+Light on purpose (no torch): the TUI validates its forms and previews widths with it, the CLI
+validates arguments with it, and a job stores the request as `to_dict()`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from workbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    name: str
+    data_driven: bool
+    description: str
+
+
+SCORERS: dict[str, ScorerInfo] = {
+    s.name: s
+    for s in [
+        ScorerInfo("ppm", False, "peak-to-peak magnitude (MAW): max + |min| of the gate row plus the same of the up row"),
+        ScorerInfo("vow", False, "variance of the gate row plus variance of the up row"),
+        ScorerInfo("pon", False, "product of the L1 norms of the gate and up rows"),
+        ScorerInfo("l2", False, "L2 norm of the gate row plus L2 norm of the up row"),
+        ScorerInfo("act_l2", True, "L2 norm of the neuron's activation (down_proj input) over all calibration tokens"),
+        ScorerInfo("wanda", True, "mean |down_proj column| times activation L2 norm (Wanda made structural)"),
+        ScorerInfo("minitron", True, "root of the sum over sequences of the squared mean |activation| (Minitron)"),
+        ScorerInfo("hybrid", True, "CFSP-style: gate, up and down peak-to-peak magnitudes, each over its max, summed, times activation L2"),
+    ]
+}
+
+ALLOCATIONS = {
+    "uniform": "the same width in every pruned layer",
+    "global": "rank normalised scores across layers: widths differ per layer, same total, 10% floor",
+}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+BUILTIN_CALIBRATION = ("wikitext2", "sms")
+GLOBAL_FLOOR = 0.10  # a layer keeps at least this share of its width under global allocation
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """One pruning request. `model` is anything `resolve_model` accepts."""
+
+    model: str
+    scorer: str
+    percent: float | None = None
+    expansion: float | None = None
+    divisor: int = 1
+    allocation: str = "uniform"
+    layers: str = "all"
+    calibration: str | None = None
+    samples: int = 64
+    seq_len: int = 512
+    device: str = "auto"
+    dtype: str = "auto"
+    name: str | None = None  # the result model's name; made up from the settings when absent
+
+    @property
+    def data_driven(self) -> bool:
+        return SCORERS[self.scorer].data_driven
+
+    @property
+    def target_kind(self) -> str:
+        return "percent" if self.percent is not None else "expansion"
+
+    @property
+    def target_value(self) -> float:
+        return self.percent if self.percent is not None else self.expansion  # type: ignore[return-value]
+
+    def validate(self) -> PruneSpec:
+        """Check everything that needs no model; return self so calls chain."""
+        if self.scorer not in SCORERS:
+            raise UserError(f"unknown scorer {self.scorer!r}; choose one of {', '.join(SCORERS)}")
+        if (self.percent is None) == (self.expansion is None):
+            raise UserError("give exactly one of --percent and --expansion")
+        if self.percent is not None and not (0 <= self.percent < 100):
+            raise UserError(f"--percent must be at least 0 and below 100, got {self.percent:g}")
+        if self.expansion is not None and not (self.expansion > 0 and math.isfinite(self.expansion)):
+            raise UserError(f"--expansion must be a positive ratio such as 2.4, got {self.expansion:g}")
+        if self.divisor < 1:
+            raise UserError(f"--divisor must be a positive integer, got {self.divisor}")
+        if self.allocation not in ALLOCATIONS:
+            raise UserError(f"unknown allocation {self.allocation!r}; choose uniform or global")
+        if self.device not in DEVICES:
+            raise UserError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if self.dtype not in DTYPES:
+            raise UserError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.data_driven:
+            if self.samples < 1:
+                raise UserError(f"--samples must be at least 1, got {self.samples}")
+            if self.seq_len < 2:
+                raise UserError(f"--seq-len must be at least 2 tokens, got {self.seq_len}")
+        elif self.calibration is not None:
+            raise UserError(f"{self.scorer} is a static scorer: it takes no --calibration")
+        parse_layers(self.layers, None)
+        return self
+
+    @property
+    def calibration_source(self) -> str | None:
+        """The calibration source a data-driven scorer uses (WikiText-2 unless told)."""
+        return (self.calibration or "wikitext2") if self.data_driven else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruneSpec:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def parse_layers(spec: str, num_layers: int | None) -> list[int] | None:
+    """Layer indices named by "all" or e.g. "0-9,20" (sorted, unique); None means all.
+
+    With num_layers given, indices past the last layer are an error.
+    """
+    text = spec.strip().lower()
+    if text in ("", "all"):
+        return None if num_layers is None else list(range(num_layers))
+    chosen: set[int] = set()
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            start, end = int(lo), int(hi) if dash else int(lo)
+        except ValueError:
+            raise UserError(f"bad --layers {spec!r}: use indices and ranges such as 0-9,20") from None
+        if start < 0 or end < start:
+            raise UserError(f"bad --layers {spec!r}: range {part.strip()!r} is empty or negative")
+        chosen.update(range(start, end + 1))
+    if num_layers is not None and max(chosen) >= num_layers:
+        raise UserError(f"--layers {spec!r} names layer {max(chosen)}, but the model has {num_layers} (0-{num_layers - 1})")
+    return sorted(chosen)
+
+
+def round_to_divisor(width: int, divisor: int) -> int:
+    """The largest multiple of divisor not above width (never grows a layer)."""
+    return width // divisor * divisor
+
+
+def target_width(spec: PruneSpec, width: int, hidden: int) -> int:
+    """The width a pruned layer of `width` neurons keeps under spec's target and divisor."""
+    if spec.percent is not None:
+        raw = math.floor(width * (100 - spec.percent) / 100 + 1e-9)
+    else:
+        raw = min(width, math.floor(spec.expansion * hidden + 1e-9))  # type: ignore[operator]
+    kept = round_to_divisor(raw, spec.divisor)
+    if kept < 1:
+        raise UserError(
+            f"impossible rounding: {raw} neurons rounded down to a multiple of {spec.divisor} leaves none"
+        )
+    return kept
+
+
+def planned_widths(spec: PruneSpec, hidden: int, widths: list[int]) -> list[int]:
+    """Kept width per layer under uniform allocation; unselected layers keep their width.
+
+    Global allocation keeps the same total, spread by score, so this also gives its total.
+    """
+    selected: list[int] = parse_layers(spec.layers, len(widths))  # type: ignore[assignment]
+    if spec.expansion is not None and all(spec.expansion * hidden >= widths[i] for i in selected):
+        current = sum(widths[i] for i in selected) / len(selected) / hidden
+        raise UserError(
+            f"--expansion {spec.expansion:g} does not shrink the model: its expansion is already {current:.3g}"
+        )
+    kept = list(widths)
+    for i in selected:
+        kept[i] = target_width(spec, widths[i], hidden)
+    return kept

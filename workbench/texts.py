@@ -1,0 +1,107 @@
+"""Text sources for calibration and perplexity, kept apart so that no text is in both.
+
+Built-in sources read the data folder (`--data-dir` / `WORKBENCH_DATA`):
+- `wikitext2`: calibrates on the validation split, perplexity on the test split.
+- `sms`: the SMS Spam Collection; every fifth message (index % 5 == 0) is held out for
+  perplexity, the other four fifths calibrate.
+Any local `.txt` file (the whole file is one document) or `.jsonl` file (field `text`, one
+document per line) calibrates and measures on all of its text: the views flag that overlap.
+`hf:PATH[:CONFIG][@SPLIT]` reads a Hugging Face dataset's `text` column where a hub is reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.errors import UserError
+
+SMS_HOLDOUT_EVERY = 5
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The local benchmark and calibration data folder, if one is configured."""
+    value = explicit or os.environ.get("WORKBENCH_DATA")
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise UserError(f"data folder {path} does not exist (from --data-dir or WORKBENCH_DATA)")
+    return path
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """A named body of documents, one part for calibration and one for perplexity."""
+
+    name: str
+    calibration: list[str]
+    heldout: list[str]
+    overlapping: bool = False  # calibration and perplexity read the same text
+
+
+def load_source(name: str, data: Path | None = None) -> TextSource:
+    if name in ("wikitext2", "sms"):
+        if data is None:
+            raise UserError(
+                f"calibration source {name!r} reads the data folder: set --data-dir or WORKBENCH_DATA"
+            )
+        if name == "wikitext2":
+            return TextSource(
+                name,
+                _read_jsonl(data / "calibration" / "wikitext2_valid.jsonl", "text"),
+                _read_jsonl(data / "wikitext2" / "test.jsonl", "page"),
+            )
+        messages = _read_jsonl(data / "calibration" / "sms_spam.jsonl", "text")
+        held = [m for i, m in enumerate(messages) if i % SMS_HOLDOUT_EVERY == 0]
+        calib = [m for i, m in enumerate(messages) if i % SMS_HOLDOUT_EVERY != 0]
+        return TextSource(name, calib, held)
+    if name.startswith("hf:"):
+        docs = _read_hub(name[3:])
+        return TextSource(name, docs, docs, overlapping=True)
+    path = Path(name).expanduser()
+    if path.suffix in (".txt", ".jsonl"):
+        if not path.is_file():
+            raise UserError(f"text file {path} does not exist")
+        docs = [path.read_text(encoding="utf-8")] if path.suffix == ".txt" else _read_jsonl(path, "text")
+        docs = [d for d in docs if d.strip()]
+        if not docs:
+            raise UserError(f"text file {path} holds no text")
+        return TextSource(str(path.resolve()), docs, docs, overlapping=True)
+    raise UserError(
+        f"unknown text source {name!r}: use wikitext2, sms, a .txt or .jsonl file, or hf:DATASET"
+    )
+
+
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    docs = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{path}:{number} is not a JSON line") from None
+            if not isinstance(row, dict) or not isinstance(row.get(field), str):
+                raise UserError(f"{path}:{number} has no string field {field!r}")
+            docs.append(row[field])
+    return docs
+
+
+def _read_hub(spec: str) -> list[str]:
+    path_config, _, split = spec.partition("@")
+    path, _, config = path_config.partition(":")
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(path, config or None, split=split or "train")
+    except Exception as e:  # offline, unknown dataset, bad split: one line for the user
+        raise UserError(f"cannot read dataset {spec!r}: {str(e).splitlines()[0]}") from None
+    if "text" not in rows.column_names:
+        raise UserError(f"dataset {spec!r} has no 'text' column (it has {', '.join(rows.column_names)})")
+    return [t for t in rows["text"] if t and t.strip()]
