@@ -43,7 +43,9 @@ class TextSource:
 
 
 def load_source(name: str, data: Path | None = None) -> TextSource:
+    """The named source; built-in ones read `data`, else the configured data folder."""
     if name in ("wikitext2", "sms"):
+        data = data or data_dir()
         if data is None:
             raise UserError(
                 f"calibration source {name!r} reads the data folder: set --data-dir or WORKBENCH_DATA"

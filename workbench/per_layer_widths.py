@@ -1,0 +1,107 @@
+"""GLU causal LMs whose MLP layers have different widths, for any transformers family.
+
+A pruned model with per-layer widths is saved as its family's model with a config that lists
+`intermediate_sizes`, model_type `<family>_per_layer`, and an `auto_map` pointing at a copy of
+this file. So:
+- the workbench loads it with `load(folder)`;
+- plain transformers loads it with `AutoModelForCausalLM.from_pretrained(folder,
+  trust_remote_code=True)`, and without that flag refuses with a message asking for it.
+This file is copied next to the weights, so it imports nothing but torch and transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from functools import cache
+from pathlib import Path
+
+import transformers
+from torch import nn
+
+SUFFIX = "PerLayer"
+MODEL_TYPE_SUFFIX = "_per_layer"
+
+
+@cache
+def config_class(family: str) -> type:
+    base = transformers.CONFIG_MAPPING[family]
+    return type(f"{base.__name__}{SUFFIX}", (base,), {"model_type": family + MODEL_TYPE_SUFFIX})
+
+
+@cache
+def model_class(family: str) -> type:
+    base = transformers.MODEL_FOR_CAUSAL_LM_MAPPING[transformers.CONFIG_MAPPING[family]]
+
+    def __init__(self, config):  # noqa: N807
+        base.__init__(self, config)
+        resize_mlps(self, config.intermediate_sizes)
+
+    return type(f"{base.__name__}{SUFFIX}", (base,), {"config_class": config_class(family), "__init__": __init__})
+
+
+def resize_mlps(model: nn.Module, widths: list[int]) -> None:
+    """Give each decoder layer's gate/up/down projections its own width (weights uninitialised)."""
+    for layer, width in zip(model.model.layers, widths, strict=True):
+        mlp = layer.mlp
+        for name in ("gate_proj", "up_proj"):
+            old = getattr(mlp, name)
+            setattr(mlp, name, _linear(old.in_features, width, old))
+        mlp.down_proj = _linear(width, mlp.down_proj.out_features, mlp.down_proj)
+        if hasattr(mlp, "intermediate_size"):
+            mlp.intermediate_size = width
+
+
+def _linear(in_features: int, out_features: int, like: nn.Linear) -> nn.Linear:
+    return nn.Linear(
+        in_features, out_features, bias=like.bias is not None, device=like.weight.device, dtype=like.weight.dtype
+    )
+
+
+def __getattr__(name: str) -> type:
+    """Resolve the class names written into a saved config's auto_map, e.g. LlamaConfigPerLayer."""
+    for config_base, model_base in transformers.MODEL_FOR_CAUSAL_LM_MAPPING.items():
+        family = config_base.model_type
+        if name == f"{config_base.__name__}{SUFFIX}":
+            return config_class(family)
+        if name == f"{model_base.__name__}{SUFFIX}":
+            return model_class(family)
+    raise AttributeError(name)
+
+
+def write_width_config(folder: Path, widths: list[int]) -> None:
+    """Make a saved model's config.json describe its widths: its family's own config when they
+    are uniform, else a per-layer config with this file beside it."""
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    family = config["model_type"].removesuffix(MODEL_TYPE_SUFFIX)
+    base_config = transformers.CONFIG_MAPPING[family]
+    base_model = transformers.MODEL_FOR_CAUSAL_LM_MAPPING[base_config]
+    for key in ("intermediate_sizes", "auto_map"):
+        config.pop(key, None)
+    config.update(model_type=family, intermediate_size=max(widths), architectures=[base_model.__name__])
+    if len(set(widths)) > 1:
+        module = Path(__file__).stem
+        config.update(
+            model_type=family + MODEL_TYPE_SUFFIX,
+            intermediate_sizes=list(widths),
+            architectures=[f"{base_model.__name__}{SUFFIX}"],
+            auto_map={
+                "AutoConfig": f"{module}.{base_config.__name__}{SUFFIX}",
+                "AutoModelForCausalLM": f"{module}.{base_model.__name__}{SUFFIX}",
+            },
+        )
+        shutil.copyfile(__file__, folder / Path(__file__).name)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def is_per_layer(folder: Path) -> bool:
+    config = json.loads((folder / "config.json").read_text())
+    return "intermediate_sizes" in config
+
+
+def load(folder: Path, **kwargs) -> nn.Module:
+    """Load a per-layer model saved by the workbench; kwargs go to from_pretrained."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    family = config["model_type"].removesuffix(MODEL_TYPE_SUFFIX)
+    return model_class(family).from_pretrained(folder, **kwargs)
