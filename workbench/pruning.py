@@ -1,0 +1,218 @@
+"""One pruning run from request to recorded result: the flow every front end uses.
+
+Everything that can be checked without loading weights is checked first (the request, the
+calibration text and its length, the model's architecture from its config, the widths the
+target gives), so bad input writes nothing. Then: load, calibrate (or reuse cached
+statistics), score, plan, cut in place, save into the store, and record the run, its
+per-layer retention and the new model in one transaction.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from store.db import Store
+from torch import nn
+
+import workbench
+from store import bitset, queries
+from store.tables import LayerRetention, Model, PruningRun
+from workbench import calibration, model_io
+from workbench.architecture import count_parameters
+from workbench.calibration import ActivationStats
+from workbench.devices import MemoryMeter, dtype_name, free_memory, resolve_device, resolve_dtype
+from workbench.errors import UserError
+from workbench.plan import LayerPlan, plan_pruning
+from workbench.progress import Cancelled, Progress
+from workbench.spec import PruneSpec, planned_widths
+from workbench.surgery import apply_plan
+from workbench.texts import load_source
+
+STAGE_WEIGHTS = {"load": 0.1, "calibrate": 0.5, "score": 0.05, "surgery": 0.05, "save": 0.3}
+
+
+@dataclass
+class PruneReport:
+    run_id: int
+    model_id: int
+    model_name: str
+    base_model: str
+    spec: dict
+    device: str
+    dtype: str
+    parameters_before: int
+    parameters_after: int
+    expansion_before: float
+    expansion_after: float
+    size_bytes: int
+    stage_seconds: dict[str, float]
+    peak_memory_bytes: int
+    calibration: dict | None
+    layers: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prune(
+    spec: PruneSpec,
+    store: Store,
+    data: Path | None = None,
+    progress: Progress | None = None,
+    out: Path | None = None,
+    job_id: int | None = None,
+) -> PruneReport:
+    progress = progress or Progress()
+    progress.weights = STAGE_WEIGHTS
+    spec.validate()
+    text = load_source(spec.calibration_source, data) if spec.data_driven else None
+    target = model_io.resolve(store, spec.model)
+    hidden, widths = target.shape()
+    planned_widths(spec, hidden, widths)  # a target the model cannot meet fails here
+    sequences = None
+    if text is not None:
+        tokenizer = target.tokenizer(store)
+        sequences = calibration.build_sequences(
+            tokenizer, text.calibration, spec.samples, spec.seq_len, text.name
+        )
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    _refuse_if_too_big(target.parameters(), dtype, device)
+
+    meter = MemoryMeter(device)
+    meter.reset()
+    progress.stage("load", message=f"loading {spec.model}")
+    base, model, tokenizer = target.load(store, device, dtype)
+    parameters_before = count_parameters(model)
+    expansion_before = sum(widths) / len(widths) / hidden
+    try:
+        stats = _calibration_stats(store, base, model, sequences, dtype, progress) if sequences is not None else None
+        progress.stage("score")
+        plans = plan_pruning(model, spec, stats)
+        new_widths = apply_plan(model, plans, progress)
+        progress.stage("save")
+        name = spec.name or queries.unique_model_name(store, default_name(spec, base.name))
+        run = PruningRun(
+            base_model_id=base.id,
+            job_id=job_id,
+            scorer=spec.scorer,
+            target_kind=spec.target_kind,
+            target_value=spec.target_value,
+            divisor=spec.divisor,
+            allocation=spec.allocation,
+            layers=spec.layers,
+            calibration_source=text.name if text else None,
+            calibration_samples=spec.samples if text else None,
+            calibration_seq_len=spec.seq_len if text else None,
+            calibration_hash=calibration.token_hash(sequences) if sequences is not None else None,
+            device=str(device),
+            dtype=dtype_name(dtype),
+            versions=versions(),
+            parameters_before=parameters_before,
+            parameters_after=count_parameters(model),
+        )
+        retention = [retention_row(p) for p in plans]
+
+        def record(session, row: Model) -> None:
+            run.result_model_id = row.id
+            run.stage_seconds = dict(progress.stage_seconds)
+            run.peak_memory_bytes = meter.peak()
+            queries.add_run(session, run, retention)
+
+        row = model_io.save_new_model(
+            store, model, tokenizer, name=name, source="pruned", parent_id=base.id, record=record
+        )
+    except (UserError, Cancelled):
+        raise
+    except Exception as e:
+        queries.record_failed_run(store, base.id, spec, job_id, f"{type(e).__name__}: {e}".splitlines()[0])
+        raise
+    progress.finish()
+    if out is not None:
+        shutil.copytree(store.model_path(row), out, dirs_exist_ok=True)
+    return PruneReport(
+        run_id=run.id,
+        model_id=row.id,
+        model_name=row.name,
+        base_model=base.name,
+        spec=spec.to_dict(),
+        device=str(device),
+        dtype=dtype_name(dtype),
+        parameters_before=parameters_before,
+        parameters_after=run.parameters_after,
+        expansion_before=expansion_before,
+        expansion_after=sum(new_widths) / len(new_widths) / hidden,
+        size_bytes=row.size_bytes,
+        stage_seconds=dict(progress.stage_seconds),
+        peak_memory_bytes=run.peak_memory_bytes,
+        calibration=None
+        if text is None
+        else {
+            "source": text.name,
+            "samples": spec.samples,
+            "seq_len": spec.seq_len,
+            "tokens": int(sequences.numel()),
+            "hash": run.calibration_hash,
+        },
+        layers=[
+            {"layer": r.layer, "original_width": r.original_width, "kept_width": r.kept_width,
+             "percent_kept": r.percent_kept} | p.summary()
+            for r, p in zip(retention, plans, strict=True)
+        ],
+    )
+
+
+def retention_row(plan: LayerPlan) -> LayerRetention:
+    return LayerRetention(
+        layer=plan.layer,
+        original_width=plan.original_width,
+        kept_width=plan.kept_width,
+        percent_kept=100.0 * plan.kept_width / plan.original_width,
+        kept_indices=bitset.encode(plan.keep.tolist(), plan.original_width),
+        **plan.summary(),
+    )
+
+
+def default_name(spec: PruneSpec, base: str) -> str:
+    parts = [base, spec.scorer, f"p{spec.percent:g}" if spec.percent is not None else f"x{spec.expansion:g}"]
+    if spec.divisor > 1:
+        parts.append(f"d{spec.divisor}")
+    if spec.allocation != "uniform":
+        parts.append(spec.allocation)
+    if spec.data_driven:
+        parts.append(Path(spec.calibration_source).stem)  # type: ignore[arg-type]
+    if spec.layers.strip().lower() not in ("", "all"):
+        parts.append(f"L{spec.layers.replace(',', '_')}")
+    return "-".join(parts)
+
+
+def versions() -> dict[str, str]:
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "workbench": workbench.__version__}
+
+
+def _calibration_stats(
+    store: Store, base: Model, model: nn.Module, sequences: torch.Tensor, dtype: torch.dtype, progress: Progress
+) -> ActivationStats:
+    """Statistics for these exact tokens, from the model's cache or from forward passes."""
+    key = f"{calibration.token_hash(sequences)[:20]}-{dtype_name(dtype)}"
+    cache = store.model_path(base) / "calibration" / f"{key}.safetensors"
+    if cache.is_file():
+        progress.stage("calibrate", message="cached statistics")
+        return ActivationStats.load(cache)
+    stats = calibration.capture(model, sequences, progress=progress)
+    stats.save(cache)
+    return stats
+
+
+def _refuse_if_too_big(parameters: int, dtype: torch.dtype, device: torch.device) -> None:
+    needed = parameters * torch.finfo(dtype).bits // 8
+    free = free_memory(device)
+    if free is not None and needed > free:
+        raise UserError(
+            f"the model needs {needed / 2**30:.1f} GiB ({parameters:,} parameters x "
+            f"{torch.finfo(dtype).bits // 8} bytes) but {device} has {free / 2**30:.1f} GiB free"
+        )
