@@ -30,7 +30,7 @@ SCORERS: dict[str, ScorerInfo] = {
         ScorerInfo("act_l2", True, "L2 norm of the neuron's activation (down_proj input) over all calibration tokens"),
         ScorerInfo("wanda", True, "mean |down_proj column| times activation L2 norm (Wanda made structural)"),
         ScorerInfo("minitron", True, "root of the sum over sequences of the squared mean |activation| (Minitron)"),
-        ScorerInfo("hybrid", True, "CFSP-style: gate, up, down peak-to-peak magnitudes over their maxima, x activation L2"),
+        ScorerInfo("hybrid", True, "CFSP-style: gate, up, down peak-to-peak magnitudes, each over its max, x act. L2"),
     ]
 }
 
