@@ -27,8 +27,9 @@ def mask_of(encoded: str) -> tuple[int, int]:
 
 
 def decode(encoded: str) -> list[int]:
-    mask, width = mask_of(encoded)
-    return [i for i in range(width) if mask >> i & 1]
+    mask, _ = mask_of(encoded)
+    bits = bin(mask)[:1:-1]  # least significant first: a string scan is faster than shifting a big int
+    return [i for i, bit in enumerate(bits) if bit == "1"]
 
 
 def overlap(a: str, b: str) -> int:

@@ -14,7 +14,8 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    # Aware: sqlmodel's datetime columns refuse naive values, and read back in UTC.
+    return datetime.now(UTC)
 
 
 class Model(SQLModel, table=True):

@@ -1,0 +1,371 @@
+"""Opening a store: where it is, its SQLite set-up, schema migrations, and artifact folders.
+
+A store is a folder holding `workbench.sqlite` and `artifacts/` (model files live in
+`artifacts/models/<unique name>`). The database may instead be any SQLAlchemy URL (e.g.
+`postgresql://...`); the files of such a store go in the folder `$WORKBENCH_ARTIFACTS` names, else
+in `<user data folder>/url-stores/<backend>-<digest of the URL>`, laid out like a store folder.
+
+Transactions: read through `store.session()`, write through `store.write()`. On SQLite a write
+transaction begins IMMEDIATE, taking the write lock up front (waiting up to the busy timeout for
+another writer) instead of upgrading a read snapshot later, which SQLite refuses at once with
+"database is locked" whenever another process committed in between. So two processes writing at
+once take turns and never fail. A write made through `store.session()` has no such guarantee.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import socket
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import platformdirs
+import psutil
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
+
+DB_FILE = "workbench.sqlite"
+ARTIFACTS = "artifacts"
+TMP = "tmp"  # artifacts/tmp/<pid>.<token>.<host>: folders being written, not yet in place
+BUSY_TIMEOUT_S = 30
+MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_HEADER = b"SQLite format 3\x00"
+_IMMEDIATE = "workbench_begin_immediate"  # execution option the "begin" event reads
+WRITE_SESSION = "workbench_write"  # Session.info key marking sessions from Store.write()
+
+
+class StoreError(Exception):
+    """What the store cannot do, in one line for the user (the CLI exits with status 2)."""
+
+
+class NotFoundError(StoreError):
+    """A model, run or other row the user named is not in the store."""
+
+
+class HasPath(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+@dataclass(eq=False)
+class NewArtifact:
+    """A folder being written. Put the files in `path`, store `relpath` in the row that points at
+    it, and call `commit()` inside the write transaction that adds that row, as its last step:
+    `commit()` renames the folder into place (atomic), and `check --fix`, which sweeps under the
+    write lock, then never sees a folder whose row is still on its way. `keep()` after that
+    transaction says the row is in: an exception inside the `with` block removes the folder,
+    wherever it is, unless it was kept. A normal end of the block commits and keeps."""
+
+    path: Path  # where the files are: the temporary folder until commit(), then the final one
+    relpath: str  # the final place, relative to the store's artifacts/ folder
+    final: Path
+    committed: bool = False
+    kept: bool = False
+
+    def commit(self) -> None:
+        if self.committed:
+            return
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.path.rename(self.final)
+        self.path, self.committed = self.final, True
+
+    def keep(self) -> None:
+        self.commit()
+        self.kept = True
+
+
+@dataclass(eq=False)
+class Store:
+    """An open store. `Store.open()` finds, creates or upgrades one."""
+
+    root: Path  # the store folder (for a URL store, the folder that holds its files)
+    artifacts: Path
+    engine: Engine
+    url: str  # the database, password hidden
+    _writer: Engine = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._writer = self.engine.execution_options(**{_IMMEDIATE: True})
+
+    @classmethod
+    def open(cls, location: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+        """The store at a folder or database URL, else $WORKBENCH_STORE, else the user data folder.
+
+        A missing store is created (unless `create` is false) and an older schema upgraded. Anything
+        that is not a store, or a schema newer than this code, is refused with StoreError before a
+        byte of it is written.
+        """
+        where = _locate(location)
+        revision = _inspect_sqlite(where, create) if where.db_file is not None else None
+        engine = _engine(where.url)
+        try:
+            if where.db_file is None or revision != _head():
+                _migrate(where.url, create)
+        except DatabaseError as e:
+            engine.dispose()
+            raise StoreError(f"cannot open the store database {where.shown}: {e.orig}") from None
+        except BaseException:
+            engine.dispose()
+            raise
+        artifacts = where.root / ARTIFACTS
+        artifacts.mkdir(parents=True, exist_ok=True)
+        return cls(where.root, artifacts, engine, where.shown)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def session(self) -> Session:
+        """A session for reading (use it as a context manager)."""
+        return Session(self.engine)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session whose transaction holds the write lock from its start; commits at the end of
+        the block, rolls back on an exception. Rows stay readable after it (no expiry)."""
+        with Session(self._writer, expire_on_commit=False, info={WRITE_SESSION: True}) as session:
+            yield session
+            session.commit()
+
+    @contextmanager
+    def new_artifact(self, kind: str = "models") -> Iterator[NewArtifact]:
+        """A temporary folder under artifacts/tmp that becomes artifacts/<kind>/<unique name>;
+        see NewArtifact for the order of steps."""
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", kind) or kind == TMP:
+            raise ValueError(f"bad artifact kind {kind!r}")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        relpath = f"{kind}/{stamp}-{secrets.token_hex(4)}"
+        tmp = self.artifacts / TMP / temp_name()
+        tmp.mkdir(parents=True)
+        artifact = NewArtifact(tmp, relpath, self.artifacts / relpath)
+        try:
+            yield artifact
+            artifact.keep()
+        except BaseException:
+            if not artifact.kept:
+                shutil.rmtree(artifact.path, ignore_errors=True)
+            raise
+
+    def model_path(self, model: HasPath) -> Path:
+        """The folder holding a model's files (a Model row or a queries.ModelInfo)."""
+        return self.artifacts / model.path
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def temp_name() -> str:
+    """A name for a folder under artifacts/tmp that says which process on which host owns it."""
+    return f"{os.getpid()}.{secrets.token_hex(4)}.{_host()}"
+
+
+def temp_owner_alive(name: str) -> bool:
+    """Whether the process that made artifacts/tmp/<name> may still be writing it: true unless it
+    ran on this host and is gone (a folder from another host sharing the store is left alone)."""
+    pid, _, rest = name.partition(".")
+    _, _, host = rest.partition(".")
+    if not pid.isdigit() or not host:
+        return False  # not a name temp_name() makes
+    return host != _host() or psutil.pid_exists(int(pid))
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+
+
+@dataclass(frozen=True)
+class _Location:
+    url: URL
+    root: Path
+    db_file: Path | None  # the SQLite file, when the database is one
+
+    @property
+    def shown(self) -> str:
+        if self.db_file is not None:
+            return str(self.db_file)
+        return self.url.render_as_string(hide_password=True)
+
+
+def _locate(location: str | os.PathLike[str] | None) -> _Location:
+    if location is None:
+        location = os.environ.get("WORKBENCH_STORE") or platformdirs.user_data_dir("workbench")
+    text = os.fspath(location)
+    if "://" not in text:
+        root = Path(text).expanduser().absolute()
+        if root.exists() and not root.is_dir():
+            raise StoreError(
+                f"{root} is a file, not a store folder (a store is a folder holding {DB_FILE} "
+                f"and {ARTIFACTS}/)"
+            )
+        return _Location(URL.create("sqlite", database=str(root / DB_FILE)), root, root / DB_FILE)
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise StoreError(f"{text!r} is neither a folder nor a database URL") from None
+    files = os.environ.get("WORKBENCH_ARTIFACTS")
+    if files:
+        root = Path(files).expanduser().absolute()
+    else:
+        digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()
+        name = f"{url.get_backend_name()}-{digest[:12]}"
+        root = Path(platformdirs.user_data_dir("workbench")) / "url-stores" / name
+    if url.get_backend_name() != "sqlite":
+        return _Location(url, root, None)
+    if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        raise StoreError("an in-memory SQLite database cannot hold a store: give a file or a folder")
+    return _Location(url, root, Path(url.database).expanduser().absolute())
+
+
+def _inspect_sqlite(where: _Location, create: bool) -> str | None:
+    """The schema revision of the SQLite file (None for a new or empty one), read without writing a
+    byte or leaving a -wal/-shm file behind; StoreError when it is not a workbench store."""
+    path = where.db_file
+    assert path is not None
+    if not path.exists():
+        if not create:
+            raise StoreError(f"no workbench store at {where.root}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return None
+    if not path.is_file():
+        raise StoreError(f"{path} is not a file, so not a workbench store")
+    with path.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if not header:
+        return None  # SQLite reads an empty file as an empty database
+    if header != SQLITE_HEADER:
+        raise StoreError(f"{path} is not a SQLite database, so not a workbench store")
+    # Without a -wal file the main file holds everything and `immutable` reads it taking no lock
+    # and creating nothing; with one, a plain read-only open sees the committed WAL frames too.
+    live = path.with_name(path.name + "-wal").exists()
+    uri = f"{path.as_uri()}?{'mode=ro' if live else 'immutable=1'}"
+    try:
+        connection = sqlite3.connect(uri, uri=True)
+        try:
+            tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            row = None
+            if "alembic_version" in tables:
+                row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path} cannot be read as a SQLite database ({e})") from None
+    if row is None and tables - {"alembic_version"}:
+        raise StoreError(
+            f"{path} is a SQLite database with tables of its own and no workbench schema version: "
+            "not a workbench store"
+        )
+    revision = row[0] if row else None
+    _require_known(revision, str(path))
+    return revision
+
+
+@cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(MIGRATIONS))
+
+
+@cache
+def _known_revisions() -> frozenset[str]:
+    return frozenset(r.revision for r in _scripts().walk_revisions())
+
+
+def _head() -> str:
+    head = _scripts().get_current_head()
+    assert head is not None
+    return head
+
+
+def _require_known(revision: str | None, where: str) -> None:
+    if revision is None or revision in _known_revisions():
+        return
+    head = _head()
+    if revision.isdigit() and int(revision) > int(head):
+        raise StoreError(
+            f"store schema {revision} is newer than this workbench knows (head {head}): "
+            "upgrade the workbench"
+        )
+    raise StoreError(f"{where} has schema version {revision!r}, which no workbench knows: not a workbench store")
+
+
+def _engine(url: URL, *, for_migration: bool = False) -> Engine:
+    pool: dict[str, Any] = {"poolclass": NullPool} if for_migration else {}
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, **pool)
+    engine = create_engine(url, **pool)
+
+    @event.listens_for(engine, "connect")
+    def set_up(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # `begin` below emits BEGIN, not the driver
+        for pragma in (
+            f"busy_timeout = {BUSY_TIMEOUT_S * 1000}",  # first: the next one may wait on a lock
+            "journal_mode = WAL",  # readers never block the writer, nor it them
+            "synchronous = NORMAL",  # with WAL a power cut may lose the last commits, not consistency
+            # A batch migration rebuilds tables, which trips the checks midway; _migrate runs
+            # foreign_key_check before its commit instead.
+            f"foreign_keys = {'OFF' if for_migration else 'ON'}",
+        ):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(_IMMEDIATE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _migrate(url: URL, create: bool) -> None:
+    """Bring the schema to head in one transaction holding the write lock, so that processes
+    opening a new store at once take turns instead of each creating the tables."""
+    engine = _engine(url, for_migration=True)
+    shown = url.render_as_string(hide_password=True)
+    try:
+        with engine.connect() as connection:
+            connection.execution_options(**{_IMMEDIATE: True})
+            with connection.begin():
+                current = MigrationContext.configure(connection).get_current_revision()
+                _require_known(current, shown)
+                if current == _head():
+                    return
+                if current is None:
+                    tables = set(inspect(connection).get_table_names()) - {"alembic_version"}
+                    if tables:
+                        raise StoreError(
+                            f"{shown} holds tables of its own and no workbench schema version: "
+                            "not a workbench store"
+                        )
+                    if not create:
+                        raise StoreError(f"no workbench store at {shown}")
+                config = Config()
+                config.set_main_option("script_location", str(MIGRATIONS))
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if connection.dialect.name == "sqlite":
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise StoreError(f"upgrading {shown} would break {len(broken)} references; left as it was")
+    finally:
+        engine.dispose()

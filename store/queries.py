@@ -1,0 +1,611 @@
+"""The queries the TUI and the CLI need, answered with plain frozen dataclasses.
+
+No caller holds a live ORM object or session (elia's way). A read takes a Store (it opens a short
+read session) or a Session (to read inside a transaction the caller holds). A write takes a
+session from `store.write()`, so that the caller decides what lands in one transaction.
+
+Lists page with `limit` and `offset` (and `count_*` gives the total): a screen asks for a page of
+a few hundred rows, which answers in milliseconds on a store with 10,000 runs, where building all
+10,000 dataclasses alone takes longer than a screen should wait (see bench/store_queries.py).
+Reads run as Core statements on the session's connection: the rows are plain tuples, which skips
+the ORM's per-row bookkeeping.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Result, Select, String, cast, delete, func, or_, select, update
+from sqlalchemy.orm import aliased
+from sqlmodel import Session
+
+from store import bitset
+from store.db import WRITE_SESSION, NotFoundError, Store, StoreError
+from store.tables import Evaluation, LayerRetention, Model, PruningRun
+
+Source = Store | Session
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: int
+    name: str
+    source: str
+    source_ref: str
+    family: str
+    architecture: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    intermediate_sizes: tuple[int, ...] | None  # per layer, when they differ
+    expansion: float
+    parameters: int
+    dtype: str
+    size_bytes: int
+    path: str  # relative to the store's artifacts/ folder: Store.model_path() gives the folder
+    parent_id: int | None
+    parent_name: str | None
+    made_by_run_id: int | None  # the pruning run whose result it is
+    eval_count: int  # evaluation rows, older ones included
+    created_at: datetime
+    tags: tuple[str, ...]
+    note: str
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return self.intermediate_sizes or (self.intermediate_size,) * self.num_layers
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: int
+    status: str
+    base_model_id: int
+    base_model_name: str
+    result_model_id: int | None
+    result_model_name: str | None
+    scorer: str
+    target_kind: str
+    target_value: float
+    divisor: int
+    allocation: str
+    layers: str
+    calibration_source: str | None
+    device: str
+    dtype: str
+    parameters_before: int | None
+    parameters_after: int | None
+    error: str | None
+    job_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RetentionInfo:
+    layer: int
+    original_width: int
+    kept_width: int
+    percent_kept: float
+    kept_score_min: float | None
+    kept_score_mean: float | None
+    kept_score_max: float | None
+    removed_score_min: float | None
+    removed_score_mean: float | None
+    removed_score_max: float | None
+    kept_indices: str  # store.bitset encoding; kept() decodes it
+
+    def kept(self) -> list[int]:
+        return bitset.decode(self.kept_indices)
+
+
+@dataclass(frozen=True)
+class RunDetail(RunSummary):
+    calibration_samples: int | None
+    calibration_seq_len: int | None
+    calibration_hash: str | None
+    versions: dict[str, str]
+    stage_seconds: dict[str, float]
+    peak_memory_bytes: int | None
+    retention: tuple[RetentionInfo, ...]
+
+
+@dataclass(frozen=True)
+class EvaluationInfo:
+    id: int
+    model_id: int
+    model_name: str
+    job_id: int | None
+    harness: str
+    harness_version: str
+    task: str
+    metric: str
+    value: float
+    stderr: float | None
+    samples: int | None
+    limit: float | None
+    fewshot: int | None
+    settings: dict[str, Any]
+    device: str
+    dtype: str
+    seconds: float | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AlignedRow:
+    """One (task, metric) across several models: the newest evaluation of each that has one."""
+
+    task: str
+    metric: str
+    cells: dict[int, EvaluationInfo]  # model id -> its newest evaluation
+
+
+@dataclass(frozen=True)
+class ModelDetail:
+    model: ModelInfo
+    made_by: RunSummary | None
+    children: tuple[ModelInfo, ...]
+    runs: tuple[RunSummary, ...]  # runs that pruned it
+    evaluations: tuple[EvaluationInfo, ...]  # newest per (task, metric), newest first
+
+
+@dataclass(frozen=True)
+class Recorded:
+    run_id: int
+    model_id: int
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What `remove_model` removed; the lists are empty unless it was forced."""
+
+    model: ModelInfo
+    folder_removed: bool
+    runs_deleted: tuple[int, ...]  # runs that pruned it, with their retention rows
+    runs_detached: tuple[int, ...]  # the run that made it, kept with no result model
+    evaluations_deleted: int
+    children_detached: tuple[str, ...]  # its child models, kept with no parent
+
+
+@contextmanager
+def _reading(source: Source) -> Iterator[Session]:
+    if isinstance(source, Session):
+        yield source
+    else:
+        with source.session() as session:
+            yield session
+
+
+def _rows(session: Session, stmt: Select[Any]) -> Result[Any]:
+    return session.connection().execute(stmt)
+
+
+def _require_write(session: Session) -> None:
+    if not session.info.get(WRITE_SESSION):
+        raise ValueError("writes need a session from store.write() (it begins with the write lock)")
+
+
+def _matches_words(text: str, columns: Sequence[ColumnElement[Any]]) -> list[ColumnElement[bool]]:
+    """One condition per word of the filter text: the word is in one of the columns (any case)."""
+    return [
+        or_(*(func.lower(c).contains(word, autoescape=True) for c in columns))
+        for word in text.lower().split()
+    ]
+
+
+# Models -----------------------------------------------------------------------------------------
+
+_parent = aliased(Model)
+_made_by = (
+    select(PruningRun.id)
+    .where(PruningRun.result_model_id == Model.id)
+    .order_by(PruningRun.id)
+    .limit(1)
+    .correlate(Model)
+    .scalar_subquery()
+    .label("made_by_run_id")
+)
+_eval_count = (
+    select(func.count(Evaluation.id))
+    .where(Evaluation.model_id == Model.id)
+    .correlate(Model)
+    .scalar_subquery()
+    .label("eval_count")
+)
+MODEL_SORTS: dict[str, ColumnElement[Any]] = {
+    "name": Model.name,
+    "id": Model.id,
+    "created": Model.created_at,
+    "family": Model.family,
+    "layers": Model.num_layers,
+    "params": Model.parameters,
+    "expansion": Model.expansion,
+    "size": Model.size_bytes,
+    "evals": _eval_count,
+}
+
+
+def _models_select() -> Select[Any]:
+    return select(
+        Model.id, Model.name, Model.source, Model.source_ref, Model.family, Model.architecture,
+        Model.num_layers, Model.hidden_size, Model.intermediate_size, Model.intermediate_sizes,
+        Model.expansion, Model.parameters, Model.dtype, Model.size_bytes, Model.path,
+        Model.parent_id, _parent.name.label("parent_name"), _made_by, _eval_count,
+        Model.created_at, Model.tags, Model.note,
+    ).outerjoin(_parent, _parent.id == Model.parent_id)  # fmt: skip
+
+
+def _model_info(row: Any) -> ModelInfo:
+    # Positional, in _models_select's order: the JSON lists become tuples.
+    sizes, tags = row[9], row[20]
+    return ModelInfo(*row[:9], tuple(sizes) if sizes else None, *row[10:20], tuple(tags), row[21])
+
+
+def _models_matching(text: str) -> list[ColumnElement[bool]]:
+    """Every word of `text` is in the name, family, architecture, source or tags."""
+    return _matches_words(text, [Model.name, Model.family, Model.architecture, Model.source, cast(Model.tags, String)])
+
+
+def list_models(
+    source: Source,
+    text: str = "",
+    *,
+    sort: str = "name",
+    descending: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[ModelInfo]:
+    """Models whose name, family, architecture, source or tags hold every word of `text`."""
+    key = MODEL_SORTS[sort]
+    order = key.desc() if descending else key.asc()
+    stmt = _models_select().where(*_models_matching(text)).order_by(order, Model.id).limit(limit).offset(offset)
+    with _reading(source) as session:
+        return [_model_info(r) for r in _rows(session, stmt)]
+
+
+def count_models(source: Source, text: str = "") -> int:
+    """How many models list_models(text) lists in all."""
+    with _reading(source) as session:
+        return session.scalar(select(func.count(Model.id)).where(*_models_matching(text))) or 0
+
+
+def find_model(source: Source, ref: str | int) -> ModelInfo | None:
+    """The model named `ref`, else (when it is a number) the one with that id."""
+    stmt = _models_select()
+    with _reading(source) as session:
+        row = _rows(session, stmt.where(Model.name == str(ref))).first()
+        if row is None and str(ref).isdigit():
+            row = _rows(session, stmt.where(Model.id == int(ref))).first()
+    return None if row is None else _model_info(row)
+
+
+def get_model(source: Source, ref: str | int) -> ModelInfo:
+    model = find_model(source, ref)
+    if model is None:
+        raise NotFoundError(f"no model named {str(ref)!r} in the store")
+    return model
+
+
+def model_by_source(source: Source, kind: str, ref: str) -> ModelInfo | None:
+    """The first model imported from this source (kind as Model.source, ref as Model.source_ref)."""
+    stmt = _models_select().where(Model.source == kind, Model.source_ref == ref).order_by(Model.id).limit(1)
+    with _reading(source) as session:
+        row = _rows(session, stmt).first()
+    return None if row is None else _model_info(row)
+
+
+def unique_model_name(source: Source, name: str) -> str:
+    """`name` if no model has it, else the first free of name-2, name-3, ..."""
+    with _reading(source) as session:
+        taken = set(session.scalars(select(Model.name).where(Model.name.startswith(name, autoescape=True))))
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def children(source: Source, model_id: int) -> list[ModelInfo]:
+    stmt = _models_select().where(Model.parent_id == model_id).order_by(Model.created_at, Model.id)
+    with _reading(source) as session:
+        return [_model_info(r) for r in _rows(session, stmt)]
+
+
+def model_detail(source: Source, ref: str | int) -> ModelDetail:
+    """A model with its lineage (parent, the run that made it, children, the runs that pruned it)
+    and its newest evaluations."""
+    with _reading(source) as session:
+        model = get_model(session, ref)
+        made_by = run_summary(session, model.made_by_run_id) if model.made_by_run_id else None
+        return ModelDetail(
+            model=model,
+            made_by=made_by,
+            children=tuple(children(session, model.id)),
+            runs=tuple(list_runs(session, base=model.id)),
+            evaluations=tuple(evaluations(session, [model.id])),
+        )
+
+
+# Runs -------------------------------------------------------------------------------------------
+
+_base = aliased(Model)
+_result = aliased(Model)
+RUN_SORTS: dict[str, ColumnElement[Any]] = {
+    "created": PruningRun.created_at,
+    "id": PruningRun.id,
+    "scorer": PruningRun.scorer,
+    "base": _base.name,
+    "target": PruningRun.target_value,
+    "params": PruningRun.parameters_after,
+    "status": PruningRun.status,
+}
+RUN_STATUSES = ("done", "failed")
+_SUMMARY_COLUMNS = (
+    PruningRun.id, PruningRun.status, PruningRun.base_model_id, _base.name.label("base_model_name"),
+    PruningRun.result_model_id, _result.name.label("result_model_name"), PruningRun.scorer,
+    PruningRun.target_kind, PruningRun.target_value, PruningRun.divisor, PruningRun.allocation,
+    PruningRun.layers, PruningRun.calibration_source, PruningRun.device, PruningRun.dtype,
+    PruningRun.parameters_before, PruningRun.parameters_after, PruningRun.error, PruningRun.job_id,
+    PruningRun.created_at,
+)  # fmt: skip
+_DETAIL_COLUMNS = (
+    PruningRun.calibration_samples, PruningRun.calibration_seq_len, PruningRun.calibration_hash,
+    PruningRun.versions, PruningRun.stage_seconds, PruningRun.peak_memory_bytes,
+)  # fmt: skip
+
+
+def _runs_select(*extra: Any) -> Select[Any]:
+    return (
+        select(*_SUMMARY_COLUMNS, *extra)
+        .join(_base, _base.id == PruningRun.base_model_id)
+        .outerjoin(_result, _result.id == PruningRun.result_model_id)
+    )
+
+
+def _runs_matching(
+    session: Session, text: str, scorer: str | None, base: str | int | None, status: str | None
+) -> list[ColumnElement[bool]]:
+    searched = [
+        PruningRun.scorer, _base.name, _result.name, PruningRun.allocation, PruningRun.layers,
+        PruningRun.calibration_source, PruningRun.status, PruningRun.error,
+    ]  # fmt: skip
+    conditions = _matches_words(text, searched)
+    if scorer is not None:
+        conditions.append(PruningRun.scorer == scorer)
+    if status is not None:
+        conditions.append(PruningRun.status == status)
+    if base is not None:
+        conditions.append(PruningRun.base_model_id == get_model(session, base).id)
+    return conditions
+
+
+def list_runs(
+    source: Source,
+    text: str = "",
+    *,
+    scorer: str | None = None,
+    base: str | int | None = None,
+    status: str | None = None,
+    sort: str = "created",
+    descending: bool = True,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[RunSummary]:
+    """Runs, newest first unless sorted otherwise. `base` is a model name or id (NotFoundError if
+    there is none); every word of `text` must be in the scorer, a model name, the allocation,
+    the layers, the calibration source, the status or the error."""
+    key = RUN_SORTS[sort]
+    order = (key.desc(), PruningRun.id.desc()) if descending else (key.asc(), PruningRun.id.asc())
+    with _reading(source) as session:
+        stmt = _runs_select().where(*_runs_matching(session, text, scorer, base, status))
+        rows = _rows(session, stmt.order_by(*order).limit(limit).offset(offset))
+        return [RunSummary(*r) for r in rows]
+
+
+def count_runs(
+    source: Source,
+    text: str = "",
+    *,
+    scorer: str | None = None,
+    base: str | int | None = None,
+    status: str | None = None,
+) -> int:
+    """How many runs list_runs lists in all with these filters."""
+    with _reading(source) as session:
+        stmt = (
+            select(func.count(PruningRun.id))
+            .join(_base, _base.id == PruningRun.base_model_id)
+            .outerjoin(_result, _result.id == PruningRun.result_model_id)
+            .where(*_runs_matching(session, text, scorer, base, status))
+        )
+        return session.scalar(stmt) or 0
+
+
+def run_summary(source: Source, run_id: int) -> RunSummary:
+    with _reading(source) as session:
+        row = _rows(session, _runs_select().where(PruningRun.id == run_id)).first()
+    if row is None:
+        raise NotFoundError(f"no run {run_id} in the store")
+    return RunSummary(*row)
+
+
+def run_detail(source: Source, run_id: int) -> RunDetail:
+    """A run's whole configuration, how it went, and its retention rows."""
+    with _reading(source) as session:
+        row = _rows(session, _runs_select(*_DETAIL_COLUMNS).where(PruningRun.id == run_id)).first()
+        if row is None:
+            raise NotFoundError(f"no run {run_id} in the store")
+        return RunDetail(*row, retention=tuple(retention(session, run_id)))
+
+
+def retention(source: Source, run_id: int) -> list[RetentionInfo]:
+    """A run's per-layer retention rows, by layer (kept indices decode on demand)."""
+    c = LayerRetention
+    stmt = (
+        select(
+            c.layer, c.original_width, c.kept_width, c.percent_kept, c.kept_score_min,
+            c.kept_score_mean, c.kept_score_max, c.removed_score_min, c.removed_score_mean,
+            c.removed_score_max, c.kept_indices,
+        )  # fmt: skip
+        .where(c.run_id == run_id)
+        .order_by(c.layer)
+    )
+    with _reading(source) as session:
+        return [RetentionInfo(*r) for r in _rows(session, stmt)]
+
+
+def record_run(
+    session: Session,
+    run: PruningRun,
+    retention_rows: Iterable[LayerRetention],
+    result_model: Model,
+) -> Recorded:
+    """Add a finished run, its retention rows and the model it made, in the caller's transaction
+    (a session from `store.write()`: nothing is visible until it commits, all of it then).
+
+    The result model may already be added (and flushed) in that session. Its parent becomes the
+    run's base model, and the run points at it.
+    """
+    _require_write(session)
+    result_model.parent_id = run.base_model_id
+    session.add(result_model)
+    session.flush()
+    run.result_model_id = result_model.id
+    run.status = "done"
+    run.error = None
+    run_id = _add_run(session, run)
+    for row in retention_rows:
+        row.run_id = run_id
+        session.add(row)
+    session.flush()
+    assert result_model.id is not None
+    return Recorded(run_id, result_model.id)
+
+
+def record_failed_run(session: Session, run: PruningRun, error: str) -> int:
+    """Add a run that made no model, with the one-line error that stopped it; returns its id."""
+    _require_write(session)
+    run.result_model_id = None
+    run.status = "failed"
+    run.error = error
+    return _add_run(session, run)
+
+
+def _add_run(session: Session, run: PruningRun) -> int:
+    session.add(run)
+    session.flush()
+    assert run.id is not None
+    return run.id
+
+
+# Evaluations ------------------------------------------------------------------------------------
+
+
+def add_evaluations(session: Session, rows: Iterable[Evaluation]) -> list[int]:
+    """Add evaluation rows in the caller's write transaction; returns their ids."""
+    _require_write(session)
+    rows = list(rows)
+    session.add_all(rows)
+    session.flush()
+    return [r.id for r in rows if r.id is not None]
+
+
+def evaluations(
+    source: Source, model_ids: Sequence[int] | None = None, *, all_rows: bool = False
+) -> list[EvaluationInfo]:
+    """Evaluations of these models (of all, given None), newest first: only the newest of each
+    (model, task, metric) unless `all_rows`."""
+    e = Evaluation
+    stmt = select(
+        e.id, e.model_id, Model.name, e.job_id, e.harness, e.harness_version, e.task, e.metric,
+        e.value, e.stderr, e.samples, e.limit, e.fewshot, e.settings, e.device, e.dtype, e.seconds,
+        e.created_at,
+    ).join(Model, Model.id == e.model_id)  # fmt: skip
+    if model_ids is not None:
+        stmt = stmt.where(e.model_id.in_(model_ids))
+    if not all_rows:
+        rank = (
+            func.row_number()
+            .over(partition_by=(e.model_id, e.task, e.metric), order_by=(e.created_at.desc(), e.id.desc()))
+            .label("rank")
+        )
+        ranked = select(e.id, rank)
+        if model_ids is not None:
+            ranked = ranked.where(e.model_id.in_(model_ids))
+        newest = ranked.subquery()
+        stmt = stmt.join(newest, newest.c.id == e.id).where(newest.c.rank == 1)
+    stmt = stmt.order_by(e.created_at.desc(), e.id.desc())
+    with _reading(source) as session:
+        return [EvaluationInfo(*r) for r in _rows(session, stmt)]
+
+
+def aligned_evaluations(source: Source, model_ids: Sequence[int]) -> list[AlignedRow]:
+    """Rows by (task, metric), sorted, each with the newest evaluation of every model that has it:
+    the side-by-side comparison table."""
+    rows: dict[tuple[str, str], dict[int, EvaluationInfo]] = {}
+    for ev in evaluations(source, model_ids):
+        rows.setdefault((ev.task, ev.metric), {})[ev.model_id] = ev
+    return [AlignedRow(task, metric, cells) for (task, metric), cells in sorted(rows.items())]
+
+
+# Removing a model -------------------------------------------------------------------------------
+
+
+def remove_model(store: Store, ref: str | int, *, force: bool = False) -> Removal:
+    """Remove a model's row and then its files.
+
+    Refused (StoreError naming them) while anything depends on it: the run that made it, runs
+    that pruned it, its evaluations, its child models. With `force`, in one transaction: the runs
+    that pruned it and their retention rows are deleted (a run cannot outlive its base model),
+    its evaluations are deleted, and the rest is kept with the link cut: the run that made it
+    stays in the history with no result model, and its children stay, with no parent. The
+    folder goes after the commit; a crash in between leaves an orphan that `check --fix` removes.
+    """
+    with store.write() as session:
+        model = get_model(session, ref)
+        made_by = tuple(session.scalars(select(PruningRun.id).where(PruningRun.result_model_id == model.id)))
+        pruned_by = tuple(session.scalars(select(PruningRun.id).where(PruningRun.base_model_id == model.id)))
+        evals = session.scalar(select(func.count(Evaluation.id)).where(Evaluation.model_id == model.id)) or 0
+        kids = tuple(session.scalars(select(Model.name).where(Model.parent_id == model.id).order_by(Model.id)))
+        needed = _dependants(made_by, pruned_by, evals, kids)
+        if needed and not force:
+            raise StoreError(
+                f"model {model.name!r} is still needed: {needed}. Remove those first, or force it "
+                "(deletes the runs that pruned it and its evaluations, unlinks the rest)"
+            )
+        session.execute(delete(LayerRetention).where(LayerRetention.run_id.in_(pruned_by)))
+        session.execute(delete(PruningRun).where(PruningRun.id.in_(pruned_by)))
+        session.execute(update(PruningRun).where(PruningRun.id.in_(made_by)).values(result_model_id=None))
+        session.execute(delete(Evaluation).where(Evaluation.model_id == model.id))
+        session.execute(update(Model).where(Model.parent_id == model.id).values(parent_id=None))
+        session.execute(delete(Model).where(Model.id == model.id))
+        shared = session.scalar(select(func.count(Model.id)).where(Model.path == model.path))
+    folder = store.model_path(model).resolve()
+    # Never outside artifacts/, never a folder another row still names.
+    inside = folder.is_relative_to(store.artifacts.resolve()) and folder != store.artifacts.resolve()
+    removed = not shared and inside and folder.is_dir()
+    if removed:
+        shutil.rmtree(folder)
+    return Removal(model, removed, pruned_by, made_by, evals, kids)
+
+
+def _dependants(made_by: Sequence[int], pruned_by: Sequence[int], evals: int, kids: Sequence[str]) -> str:
+    parts = []
+    if made_by:
+        parts.append(f"run {', '.join(map(str, made_by))} made it")
+    if pruned_by:
+        parts.append(f"{_plural(len(pruned_by), 'run')} pruned it ({', '.join(map(str, pruned_by))})")
+    if evals:
+        parts.append(f"{_plural(evals, 'evaluation')}")
+    if kids:
+        parts.append(f"{_plural(len(kids), 'child model')} ({', '.join(kids)})")
+    return "; ".join(parts)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -1,0 +1,73 @@
+"""`store check`: what it finds, and what --fix removes (orphans only)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+from store_fixtures import add_model
+
+from store import queries
+from store.check import check
+from store.db import DB_FILE, temp_name
+from store.tables import Job
+
+
+def test_a_fresh_store_and_one_with_models_are_clean(store):
+    assert check(store).clean
+    add_model(store, "m")
+    report = check(store)
+    assert report.clean and report.problems == [] and report.orphans == ()
+
+
+def test_orphans_are_reported_and_fix_removes_them_but_not_live_writers(store):
+    add_model(store, "m")
+    (store.artifacts / "models" / "forgotten").mkdir()
+    (store.artifacts / "stray.txt").write_text("x")
+    dead = store.artifacts / "tmp" / f"999999999.abcd.{temp_name().split('.', 2)[2]}"  # no such process
+    dead.mkdir(parents=True)
+    live = store.artifacts / "tmp" / temp_name()  # this process: still writing
+    live.mkdir()
+
+    report = check(store)
+    assert set(report.orphans) == {"models/forgotten", "stray.txt", f"tmp/{dead.name}"}
+    assert report.in_progress == (f"tmp/{live.name}",)
+    assert not report.clean and len(report.problems) == 3
+
+    fixed = check(store, fix=True)
+    assert set(fixed.removed) == set(report.orphans) and fixed.clean
+    assert not (store.artifacts / "models" / "forgotten").exists() and not (store.artifacts / "stray.txt").exists()
+    assert not dead.exists() and live.is_dir()
+    assert queries.get_model(store, "m") and store.model_path(queries.get_model(store, "m")).is_dir()
+    assert [p.name for p in (store.artifacts / "tmp").iterdir()] == [live.name]  # nothing set aside is left
+
+
+def test_rows_pointing_at_missing_files_are_reported_and_kept(store):
+    add_model(store, "gone")
+    shutil.rmtree(store.model_path(queries.get_model(store, "gone")))
+    with store.write() as session:
+        session.add(Job(kind="prune", status="done", log_path="logs/job-1.log"))
+        session.add(Job(kind="prune", status="queued", log_path="logs/job-2.log"))  # no log yet: fine
+    report = check(store, fix=True)
+    assert report.missing_files == (
+        f"model 'gone' (id 1): folder artifacts/{queries.get_model(store, 'gone').path} is missing",
+        "job 1: log logs/job-1.log is missing",
+    )
+    assert not report.clean and queries.find_model(store, "gone") is not None
+
+
+def test_a_job_log_under_artifacts_is_claimed(store):
+    (store.artifacts / "logs").mkdir()
+    (store.artifacts / "logs" / "job-1.log").write_text("log")
+    with store.write() as session:
+        session.add(Job(kind="eval", status="running", log_path="artifacts/logs/job-1.log"))
+    assert check(store).clean
+
+
+def test_a_broken_reference_is_reported(store):
+    add_model(store, "m")
+    connection = sqlite3.connect(store.root / DB_FILE)  # a plain connection does not enforce references
+    connection.execute("UPDATE model SET parent_id = 42")
+    connection.commit()
+    connection.close()
+    assert check(store).foreign_keys == ("model row 1 points at a missing model",)

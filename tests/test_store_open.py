@@ -1,0 +1,175 @@
+"""Opening a store: where it is, its SQLite settings, what it refuses, artifact folders."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+from store_fixtures import add_model, model_row, snapshot
+
+from store import queries
+from store.db import DB_FILE, Store, StoreError
+
+
+def test_a_new_store_is_a_folder_with_the_database_and_artifacts(tmp_path):
+    with Store.open(tmp_path / "a" / "store") as store:
+        assert store.root == tmp_path / "a" / "store"
+        assert (store.root / DB_FILE).is_file()
+        assert store.artifacts == store.root / "artifacts" and store.artifacts.is_dir()
+        with store.session() as session:
+            pragma = lambda name: session.execute(text(f"PRAGMA {name}")).scalar()  # noqa: E731
+            assert pragma("journal_mode") == "wal"
+            assert pragma("foreign_keys") == 1
+            assert pragma("busy_timeout") == 30_000
+
+
+def test_the_location_comes_from_the_argument_else_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_STORE", str(tmp_path / "from-env"))
+    with Store.open() as store:
+        assert store.root == tmp_path / "from-env"
+    with Store.open(tmp_path / "given") as store:
+        assert store.root == tmp_path / "given"
+
+
+def test_a_database_url_keeps_its_files_where_workbench_artifacts_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(tmp_path / "files"))
+    with Store.open(f"sqlite:///{tmp_path / 'db' / 'wb.sqlite'}") as store:
+        add_model(store, "m")
+        assert (tmp_path / "db" / "wb.sqlite").is_file()
+        assert store.root == tmp_path / "files"
+        assert store.model_path(queries.get_model(store, "m")).parent.parent == tmp_path / "files" / "artifacts"
+
+
+def test_reopening_keeps_rows_and_create_false_wants_a_store(tmp_path):
+    with Store.open(tmp_path / "s") as store:
+        add_model(store, "kept")
+    with Store.open(tmp_path / "s", create=False) as store:
+        assert [m.name for m in queries.list_models(store)] == ["kept"]
+    with pytest.raises(StoreError, match="no workbench store at"):
+        Store.open(tmp_path / "missing", create=False)
+    assert not (tmp_path / "missing").exists()
+
+
+def _foreign_sqlite(path, journal_mode="delete"):
+    connection = sqlite3.connect(path)
+    connection.execute(f"PRAGMA journal_mode = {journal_mode}")
+    connection.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    connection.execute("INSERT INTO notes (body) VALUES ('mine')")
+    connection.commit()
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("regular-file", "is a file, not a store folder"),
+        ("text-database", "is not a SQLite database"),
+        ("foreign-sqlite", "tables of its own"),
+        ("foreign-sqlite-wal", "tables of its own"),
+        ("foreign-sqlite-url", "tables of its own"),
+    ],
+)
+def test_something_that_is_not_a_store_is_refused_and_left_untouched(tmp_path, case, message):
+    folder = tmp_path / "place"
+    folder.mkdir()
+    location = folder / DB_FILE if case == "regular-file" else folder
+    if case == "regular-file":
+        location.write_text("just some text\n")
+    elif case == "text-database":
+        (folder / DB_FILE).write_text("SQLite? no, a shopping list\n")
+    elif case == "foreign-sqlite-url":
+        _foreign_sqlite(folder / "other.db")
+        location = f"sqlite:///{folder / 'other.db'}"
+    else:
+        _foreign_sqlite(folder / DB_FILE, "wal" if case.endswith("wal") else "delete")
+    before = snapshot(folder)
+
+    with pytest.raises(StoreError, match=message) as refused:
+        Store.open(location)
+    assert "\n" not in str(refused.value)
+    assert snapshot(folder) == before  # same bytes, and no -wal, -shm or artifacts/ appeared
+
+
+def _set_revision(folder, revision):
+    connection = sqlite3.connect(folder / DB_FILE)
+    connection.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    connection.commit()
+    connection.close()
+
+
+def test_a_newer_schema_is_refused_and_left_untouched(tmp_path):
+    folder = tmp_path / "s"
+    with Store.open(folder) as store:
+        add_model(store, "m")
+    _set_revision(folder, "0099")
+    before = snapshot(folder)
+    with pytest.raises(StoreError) as refused:
+        Store.open(folder)
+    expected = "store schema 0099 is newer than this workbench knows (head 0002): upgrade the workbench"
+    assert str(refused.value) == expected
+    assert snapshot(folder) == before
+
+
+def test_a_schema_version_no_workbench_made_is_not_a_store(tmp_path):
+    folder = tmp_path / "s"
+    Store.open(folder).close()
+    _set_revision(folder, "3fa1c9e2b7d4")
+    before = snapshot(folder)
+    with pytest.raises(StoreError, match="no workbench knows: not a workbench store"):
+        Store.open(folder)
+    assert snapshot(folder) == before
+
+
+def test_a_write_transaction_holds_the_write_lock_from_its_start(store):
+    other = sqlite3.connect(store.root / DB_FILE, timeout=0, isolation_level=None)
+    with store.write() as session:
+        session.connection()  # begun, nothing written yet
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    with store.session() as session:
+        session.connection()  # a read transaction leaves writers free
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    other.close()
+
+
+def test_write_commits_at_the_end_and_rolls_back_on_an_exception(store):
+    with store.write() as session:
+        session.add(model_row("committed"))
+    with pytest.raises(RuntimeError), store.write() as session:
+        session.add(model_row("rolled-back"))
+        session.flush()
+        raise RuntimeError("stop")
+    assert [m.name for m in queries.list_models(store)] == ["committed"]
+
+
+def test_an_artifact_appears_whole_under_its_kind_or_not_at_all(store):
+    with store.new_artifact("models") as artifact:
+        assert artifact.path.parent == store.artifacts / "tmp"
+        (artifact.path / "weights").write_text("w")
+        assert not artifact.final.exists()
+    assert artifact.path == store.artifacts / artifact.relpath and artifact.relpath.startswith("models/")
+    assert (artifact.path / "weights").read_text() == "w"
+
+    with pytest.raises(RuntimeError), store.new_artifact("models") as failed:
+        (failed.path / "weights").write_text("half")
+        raise RuntimeError("killed halfway")
+    assert not failed.path.exists() and not failed.final.exists()
+
+    with pytest.raises(RuntimeError), store.new_artifact("models") as unrecorded:
+        unrecorded.commit()  # in place, but the row naming it never committed
+        raise RuntimeError("the row's transaction failed")
+    assert not unrecorded.final.exists()
+
+    with pytest.raises(RuntimeError), store.new_artifact("models") as recorded:
+        recorded.keep()
+        raise RuntimeError("after the row was committed")
+    assert recorded.final.is_dir()
+    assert list((store.artifacts / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["tmp", "../up", "Models", ""])
+def test_an_artifact_kind_is_a_plain_name(store, kind):
+    with pytest.raises(ValueError), store.new_artifact(kind):
+        pass

@@ -1,0 +1,73 @@
+"""The store under real processes: one killed halfway through writing a run, two writing at once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+from store_fixtures import add_model, worker
+
+from store import queries
+from store.check import check
+from store.db import Store
+from store.tables import Evaluation, LayerRetention, Model, PruningRun
+
+
+def _wait_for(path: Path, process, limit_s: float = 60) -> None:
+    deadline = time.monotonic() + limit_s
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the worker never reached its pause"
+        time.sleep(0.01)
+
+
+def test_a_process_killed_while_writing_a_run_leaves_no_partial_rows(tmp_path):
+    location = tmp_path / "store"
+    with Store.open(location) as store:
+        add_model(store, "base")
+    marker = tmp_path / "paused"
+    process = worker("hang-in-run", str(location), str(marker))
+    _wait_for(marker, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    with Store.open(location) as store:
+        with store.session() as session:
+            assert session.scalars(select(Model.name)).all() == ["base"]
+            assert session.scalar(select(func.count(PruningRun.id))) == 0
+            assert session.scalar(select(func.count(LayerRetention.id))) == 0
+        report = check(store)
+        # The database is whole; only the killed writer's temporary folder is left over.
+        assert report.integrity == () and report.foreign_keys == () and report.missing_files == ()
+        assert len(report.orphans) == 1 and report.orphans[0].startswith("tmp/")
+        assert check(store, fix=True).removed == report.orphans
+        report = check(store)  # (these rows have no files: only the database's own checks apply)
+        assert report.integrity == () and report.foreign_keys == ()
+        add_model(store, "after")  # the killed writer's lock is gone
+        assert [m.name for m in queries.list_models(store)] == ["after", "base"]
+
+
+def test_two_processes_writing_at_once_both_succeed(tmp_path):
+    location = tmp_path / "new-store"  # both processes also race to create it
+    go = tmp_path / "go"
+    n = 100
+    writers = [worker("writer", str(location), str(go), name, str(n)) for name in ("a", "b")]
+    go.touch()
+    for process in writers:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert "locked" not in err
+        assert out.strip() == "ok"
+
+    with Store.open(location) as store, store.session() as session:
+        for name in ("a", "b"):
+            names = set(session.scalars(select(Model.name).where(Model.name.startswith(f"{name}-"))))
+            assert names == {f"{name}-{i}" for i in range(n)}
+        runs = n // 10 - 1  # every tenth transaction but the first records a run instead
+        assert session.scalar(select(func.count(PruningRun.id))) == 2 * runs
+        assert session.scalar(select(func.count(LayerRetention.id))) == 2 * runs * 3
+        assert session.scalar(select(func.count(Evaluation.id))) == 2 * (n - runs)
+        report = check(store)  # (these rows have no files: only the database's own checks apply)
+        assert report.integrity == () and report.foreign_keys == ()
