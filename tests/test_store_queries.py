@@ -136,6 +136,19 @@ def test_list_runs_filters_and_sorts(store, lineage):
     assert (failed.result_model_id, failed.result_model_name, failed.error) == (None, None, "OOM")
 
 
+def test_pages_are_slices_of_the_whole_list(store, lineage):
+    for key in queries.RUN_SORTS:
+        for descending in (True, False):
+            whole = queries.list_runs(store, sort=key, descending=descending)
+            assert queries.list_runs(store, sort=key, descending=descending, limit=2, offset=1) == whole[1:3]
+    assert queries.list_runs(store, "llama", base="llama-base", limit=1) == queries.list_runs(store, base=1)[:1]
+    assert queries.count_runs(store) == 3 and queries.count_runs(store, "wikitext") == 1
+    for key in queries.MODEL_SORTS:
+        whole = queries.list_models(store, "llama", sort=key, descending=True)
+        assert queries.list_models(store, "llama", sort=key, descending=True, limit=2, offset=1) == whole[1:3]
+    assert queries.count_models(store) == 4 and queries.count_models(store, "llama") == 3
+
+
 def test_run_detail_has_the_whole_configuration_and_retention(store, lineage):
     run = queries.run_detail(store, 1)
     assert (run.base_model_name, run.result_model_name) == ("llama-base", "llama-small")
