@@ -74,7 +74,7 @@ def facts(model: nn.Module) -> ModelFacts:
     mlps = glu_mlps(model)
     return ModelFacts(
         family=config.model_type.removesuffix("_per_layer"),
-        architecture=type(model).__name__.removesuffix("PerLayer"),
+        architecture=getattr(model, "base_architecture", type(model).__name__),  # per-layer widths: its family's
         num_layers=len(mlps),
         hidden_size=config.hidden_size,
         widths=[mlp.down_proj.in_features for mlp in mlps],

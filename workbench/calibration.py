@@ -66,10 +66,8 @@ class ActivationStats:
         return cls(layers, int(meta["tokens"]), int(meta["sequences"]))
 
 
-def build_sequences(
-    tokenizer: PreTrainedTokenizerBase, documents: list[str], samples: int, seq_len: int, source: str
-) -> torch.Tensor:
-    """`samples` windows of `seq_len` token ids [samples, seq_len]; too little text is an error."""
+def token_stream(tokenizer: PreTrainedTokenizerBase, documents: list[str]) -> list[int]:
+    """All documents' tokens in order, the end-of-text token after each."""
     ids = tokenizer(documents, add_special_tokens=False)["input_ids"]
     separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
@@ -77,6 +75,14 @@ def build_sequences(
         if doc:
             stream.extend(doc)
             stream.extend(separator)
+    return stream
+
+
+def build_sequences(
+    tokenizer: PreTrainedTokenizerBase, documents: list[str], samples: int, seq_len: int, source: str
+) -> torch.Tensor:
+    """`samples` windows of `seq_len` token ids [samples, seq_len]; too little text is an error."""
+    stream = token_stream(tokenizer, documents)
     windows = len(stream) // seq_len
     if windows < samples:
         raise UserError(

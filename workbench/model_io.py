@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 import transformers
-from store.db import Store
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -28,6 +27,8 @@ from transformers import (
 )
 
 from store import queries
+from store.db import Store
+from store.queries import ModelInfo
 from store.tables import Model
 from workbench import per_layer_widths
 from workbench.architecture import count_parameters, facts, glu_mlps
@@ -92,7 +93,7 @@ class Target:
     before any weights are read or anything is written.
     """
 
-    row: Model | None
+    row: ModelInfo | None
     source: ModelSource | None = None
     _meta_model: PreTrainedModel | None = field(default=None, init=False, repr=False)
 
@@ -114,7 +115,7 @@ class Target:
 
     def load(
         self, store: Store, device: torch.device, dtype: torch.dtype
-    ) -> tuple[Model, PreTrainedModel, PreTrainedTokenizerBase]:
+    ) -> tuple[ModelInfo, PreTrainedModel, PreTrainedTokenizerBase]:
         """The stored row, the model on the device in the dtype, and its tokenizer; a source is
         imported into the store first (and that loaded copy is the one returned)."""
         if self.row is not None:
@@ -146,7 +147,7 @@ def resolve(store: Store, model: str) -> Target:
     return Target(queries.model_by_source(store, source.kind, source.ref), source)
 
 
-def import_model(store: Store, model: str, name: str | None = None, if_missing: bool = False) -> Model:
+def import_model(store: Store, model: str, name: str | None = None, if_missing: bool = False) -> ModelInfo:
     """Import MODEL into the store as safetensors and record it; returns the new row."""
     source = classify(model)
     name = name or source.default_name
@@ -170,7 +171,7 @@ def save_new_model(
     source_ref: str = "",
     parent_id: int | None = None,
     record=None,
-) -> Model:
+) -> ModelInfo:
     """Save a model's files into the store and record its row.
 
     `record(session, row)`, when given, writes further rows in the same transaction (a pruning
@@ -196,20 +197,20 @@ def save_new_model(
             path=artifact.relpath,
             parent_id=parent_id,
         )
-        artifact.commit()
         with store.write() as session:
             session.add(row)
             session.flush()
             if record is not None:
                 record(session, row)
-        artifact.keep()
-    return row
+            artifact.commit()  # the folder moves into place as the transaction's last step
+    return queries.get_model(store, row.id)
 
 
 def save_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path, widths: list[int]) -> None:
     """Write a model so that transformers loads it: plain for uniform widths, else per-layer."""
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    with _quiet_transformers():
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
     per_layer_widths.write_width_config(folder, widths)
 
 

@@ -19,14 +19,15 @@ from pathlib import Path
 import transformers
 from torch import nn
 
-SUFFIX = "PerLayer"
 MODEL_TYPE_SUFFIX = "_per_layer"
+CONFIG_PREFIX = "PerLayerConfig_"  # + family, e.g. PerLayerConfig_llama
+MODEL_PREFIX = "PerLayerForCausalLM_"
 
 
 @cache
 def config_class(family: str) -> type:
     base = transformers.CONFIG_MAPPING[family]
-    return type(f"{base.__name__}{SUFFIX}", (base,), {"model_type": family + MODEL_TYPE_SUFFIX})
+    return type(CONFIG_PREFIX + family, (base,), {"model_type": family + MODEL_TYPE_SUFFIX})
 
 
 @cache
@@ -37,7 +38,8 @@ def model_class(family: str) -> type:
         base.__init__(self, config)
         resize_mlps(self, config.intermediate_sizes)
 
-    return type(f"{base.__name__}{SUFFIX}", (base,), {"config_class": config_class(family), "__init__": __init__})
+    attributes = {"config_class": config_class(family), "base_architecture": base.__name__, "__init__": __init__}
+    return type(MODEL_PREFIX + family, (base,), attributes)
 
 
 def resize_mlps(model: nn.Module, widths: list[int]) -> None:
@@ -59,13 +61,11 @@ def _linear(in_features: int, out_features: int, like: nn.Linear) -> nn.Linear:
 
 
 def __getattr__(name: str) -> type:
-    """Resolve the class names written into a saved config's auto_map, e.g. LlamaConfigPerLayer."""
-    for config_base, model_base in transformers.MODEL_FOR_CAUSAL_LM_MAPPING.items():
-        family = config_base.model_type
-        if name == f"{config_base.__name__}{SUFFIX}":
-            return config_class(family)
-        if name == f"{model_base.__name__}{SUFFIX}":
-            return model_class(family)
+    """Resolve the class names written into a saved config's auto_map."""
+    if name.startswith(CONFIG_PREFIX):
+        return config_class(name.removeprefix(CONFIG_PREFIX))
+    if name.startswith(MODEL_PREFIX):
+        return model_class(name.removeprefix(MODEL_PREFIX))
     raise AttributeError(name)
 
 
@@ -75,8 +75,7 @@ def write_width_config(folder: Path, widths: list[int]) -> None:
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())
     family = config["model_type"].removesuffix(MODEL_TYPE_SUFFIX)
-    base_config = transformers.CONFIG_MAPPING[family]
-    base_model = transformers.MODEL_FOR_CAUSAL_LM_MAPPING[base_config]
+    base_model = transformers.MODEL_FOR_CAUSAL_LM_MAPPING[transformers.CONFIG_MAPPING[family]]
     for key in ("intermediate_sizes", "auto_map"):
         config.pop(key, None)
     config.update(model_type=family, intermediate_size=max(widths), architectures=[base_model.__name__])
@@ -85,10 +84,10 @@ def write_width_config(folder: Path, widths: list[int]) -> None:
         config.update(
             model_type=family + MODEL_TYPE_SUFFIX,
             intermediate_sizes=list(widths),
-            architectures=[f"{base_model.__name__}{SUFFIX}"],
+            architectures=[MODEL_PREFIX + family],
             auto_map={
-                "AutoConfig": f"{module}.{base_config.__name__}{SUFFIX}",
-                "AutoModelForCausalLM": f"{module}.{base_model.__name__}{SUFFIX}",
+                "AutoConfig": f"{module}.{CONFIG_PREFIX}{family}",
+                "AutoModelForCausalLM": f"{module}.{MODEL_PREFIX}{family}",
             },
         )
         shutil.copyfile(__file__, folder / Path(__file__).name)

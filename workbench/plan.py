@@ -44,6 +44,7 @@ class LayerPlan:
         return out
 
 
+@torch.no_grad()
 def plan_pruning(model: nn.Module, spec: PruneSpec, stats: ActivationStats | None) -> list[LayerPlan]:
     """Score the pruned layers and choose each layer's kept neurons."""
     mlps = glu_mlps(model)

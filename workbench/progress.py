@@ -54,6 +54,13 @@ class Progress:
         current = self.weights.get(self.name, 0.0) * within
         return min(1.0, (self._done_weight + current) / total_weight)
 
+    def seconds_so_far(self) -> dict[str, float]:
+        """Time per stage, the running stage included up to now."""
+        seconds = dict(self.stage_seconds)
+        if self.name:
+            seconds[self.name] = seconds.get(self.name, 0.0) + time.perf_counter() - self._started
+        return seconds
+
     def check(self) -> None:
         if self.cancel_requested():
             raise Cancelled("cancelled")

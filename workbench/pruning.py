@@ -15,14 +15,15 @@ from pathlib import Path
 
 import torch
 import transformers
-from store.db import Store
 from torch import nn
 
 import workbench
 from store import bitset, queries
+from store.db import Store
+from store.queries import ModelInfo
 from store.tables import LayerRetention, Model, PruningRun
 from workbench import calibration, model_io
-from workbench.architecture import count_parameters
+from workbench.architecture import count_parameters, glu_mlps
 from workbench.calibration import ActivationStats
 from workbench.devices import MemoryMeter, dtype_name, free_memory, resolve_device, resolve_dtype
 from workbench.errors import UserError
@@ -87,66 +88,66 @@ def prune(
     meter.reset()
     progress.stage("load", message=f"loading {spec.model}")
     base, model, tokenizer = target.load(store, device, dtype)
-    parameters_before = count_parameters(model)
-    expansion_before = sum(widths) / len(widths) / hidden
+    run = PruningRun(
+        base_model_id=base.id,
+        job_id=job_id,
+        scorer=spec.scorer,
+        target_kind=spec.target_kind,
+        target_value=spec.target_value,
+        divisor=spec.divisor,
+        allocation=spec.allocation,
+        layers=spec.layers,
+        calibration_source=text.name if text else None,
+        calibration_samples=spec.samples if text else None,
+        calibration_seq_len=spec.seq_len if text else None,
+        calibration_hash=calibration.token_hash(sequences) if sequences is not None else None,
+        device=str(device),
+        dtype=dtype_name(dtype),
+        versions=versions(),
+        parameters_before=count_parameters(model),
+    )
     try:
-        stats = _calibration_stats(store, base, model, sequences, dtype, progress) if sequences is not None else None
+        stats = _calibration_stats(store, base, model, sequences, dtype, progress) if text else None
         progress.stage("score")
         plans = plan_pruning(model, spec, stats)
         new_widths = apply_plan(model, plans, progress)
         progress.stage("save")
-        name = spec.name or queries.unique_model_name(store, default_name(spec, base.name))
-        run = PruningRun(
-            base_model_id=base.id,
-            job_id=job_id,
-            scorer=spec.scorer,
-            target_kind=spec.target_kind,
-            target_value=spec.target_value,
-            divisor=spec.divisor,
-            allocation=spec.allocation,
-            layers=spec.layers,
-            calibration_source=text.name if text else None,
-            calibration_samples=spec.samples if text else None,
-            calibration_seq_len=spec.seq_len if text else None,
-            calibration_hash=calibration.token_hash(sequences) if sequences is not None else None,
-            device=str(device),
-            dtype=dtype_name(dtype),
-            versions=versions(),
-            parameters_before=parameters_before,
-            parameters_after=count_parameters(model),
-        )
+        run.parameters_after = count_parameters(model)
         retention = [retention_row(p) for p in plans]
 
         def record(session, row: Model) -> None:
-            run.result_model_id = row.id
-            run.stage_seconds = dict(progress.stage_seconds)
+            run.stage_seconds = progress.seconds_so_far()  # saving is nearly done: its files are written
             run.peak_memory_bytes = meter.peak()
-            queries.add_run(session, run, retention)
+            queries.record_run(session, run, retention, row)
 
-        row = model_io.save_new_model(
+        name = spec.name or queries.unique_model_name(store, default_name(spec, base.name))
+        result = model_io.save_new_model(
             store, model, tokenizer, name=name, source="pruned", parent_id=base.id, record=record
         )
     except (UserError, Cancelled):
         raise
     except Exception as e:
-        queries.record_failed_run(store, base.id, spec, job_id, f"{type(e).__name__}: {e}".splitlines()[0])
+        run.stage_seconds = progress.seconds_so_far()
+        with store.write() as session:
+            queries.record_failed_run(session, run, f"{type(e).__name__}: {e}".splitlines()[0])
         raise
     progress.finish()
     if out is not None:
-        shutil.copytree(store.model_path(row), out, dirs_exist_ok=True)
+        shutil.copytree(store.model_path(result), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("calibration"))
+    hidden = model.config.hidden_size
     return PruneReport(
         run_id=run.id,
-        model_id=row.id,
-        model_name=row.name,
+        model_id=result.id,
+        model_name=result.name,
         base_model=base.name,
         spec=spec.to_dict(),
         device=str(device),
         dtype=dtype_name(dtype),
-        parameters_before=parameters_before,
+        parameters_before=run.parameters_before,
         parameters_after=run.parameters_after,
-        expansion_before=expansion_before,
+        expansion_before=sum(widths) / len(widths) / hidden,
         expansion_after=sum(new_widths) / len(new_widths) / hidden,
-        size_bytes=row.size_bytes,
+        size_bytes=result.size_bytes,
         stage_seconds=dict(progress.stage_seconds),
         peak_memory_bytes=run.peak_memory_bytes,
         calibration=None
@@ -195,14 +196,25 @@ def versions() -> dict[str, str]:
 
 
 def _calibration_stats(
-    store: Store, base: Model, model: nn.Module, sequences: torch.Tensor, dtype: torch.dtype, progress: Progress
+    store: Store,
+    base: ModelInfo,
+    model: nn.Module,
+    sequences: torch.Tensor,
+    dtype: torch.dtype,
+    progress: Progress,
 ) -> ActivationStats:
     """Statistics for these exact tokens, from the model's cache or from forward passes."""
     key = f"{calibration.token_hash(sequences)[:20]}-{dtype_name(dtype)}"
     cache = store.model_path(base) / "calibration" / f"{key}.safetensors"
     if cache.is_file():
         progress.stage("calibrate", message="cached statistics")
-        return ActivationStats.load(cache)
+        try:
+            stats = ActivationStats.load(cache)
+        except Exception:  # a damaged cache file is rebuilt below, never trusted
+            stats = None
+        widths = [m.down_proj.in_features for m in glu_mlps(model)]
+        if stats is not None and [len(layer.sum_squares) for layer in stats.layers] == widths:
+            return stats
     stats = calibration.capture(model, sequences, progress=progress)
     stats.save(cache)
     return stats

@@ -7,7 +7,10 @@ import json
 import sys
 from typing import Any
 
+from rich.console import Console
+
 from store.db import Store
+from workbench.progress import Progress
 
 
 def open_store(args: argparse.Namespace) -> Store:
@@ -17,3 +20,33 @@ def open_store(args: argparse.Namespace) -> Store:
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+class TerminalProgress(Progress):
+    """A progress bar on stderr while work runs in this process (none when not a terminal)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        super().__init__()
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
+
+        self._bar = Bar(
+            TextColumn("{task.fields[stage]:<10}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[message]}"),
+            console=Console(stderr=True),
+            disable=not (enabled and sys.stderr.isatty()),
+        )
+        self._task = self._bar.add_task("", total=1.0, stage="", message="")
+
+    def __enter__(self) -> TerminalProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def emit(self, stage: str, fraction: float, message: str) -> None:
+        self._bar.update(self._task, completed=fraction, stage=stage, message=message)

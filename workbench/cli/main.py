@@ -12,7 +12,6 @@ import importlib
 import sys
 
 from store.db import StoreError
-
 from workbench.errors import UserError
 
 COMMAND_MODULES = [
@@ -78,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, StoreError) as e:
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)
         return 130

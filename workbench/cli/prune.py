@@ -1,0 +1,130 @@
+"""`workbench prune`: make a smaller model and record the run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from workbench.errors import UserError
+from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, SCORERS, PruneSpec
+
+EPILOG = """scorers:
+{scorers}
+
+calibration (data-driven scorers; default wikitext2): wikitext2 (WikiText-2 validation), sms (four
+fifths of the SMS Spam Collection; the other fifth is kept for perplexity), a .txt or .jsonl
+(field "text") file, or hf:DATASET[:CONFIG][@SPLIT]. Documents are tokenised, joined with the
+end-of-text token into one stream and cut into consecutive windows of --seq-len tokens;
+--samples windows are taken evenly spaced across the stream.
+"""
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    scorers = "\n".join(
+        f"  {s.name:<9}{'data' if s.data_driven else 'static':<7}{s.description}" for s in SCORERS.values()
+    )
+    p = subparsers.add_parser(
+        "prune",
+        parents=[common],
+        help="prune a model's MLP width and record the run",
+        description="Remove MLP neurons (gate/up rows and down columns together) and save a smaller dense model.",
+        epilog=EPILOG.format(scorers=scorers),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_prune_arguments(p)
+    p.add_argument("--out", type=Path, help="also copy the pruned model's folder here")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def add_prune_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that make a PruneSpec (shared with `sweep`)."""
+    p.add_argument(
+        "model", metavar="MODEL", help="stored model name or id, smollm2, a model folder, a .gguf file, or a hub id"
+    )
+    p.add_argument("--scorer", required=True, choices=list(SCORERS), metavar="S", help="neuron scorer (see below)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--percent", type=float, metavar="P", help="remove P%% of each pruned layer's neurons")
+    target.add_argument("--expansion", type=float, metavar="X", help="target intermediate/hidden ratio, e.g. 2.4")
+    p.add_argument("--divisor", type=int, default=1, metavar="D", help="round kept widths down to a multiple of D")
+    p.add_argument("--allocation", choices=list(ALLOCATIONS), default="uniform")
+    p.add_argument("--layers", default="all", metavar="SPEC", help="layers to prune, e.g. 0-9,20 (default: all)")
+    p.add_argument("--calibration", metavar="SRC", help="calibration text for data-driven scorers (default wikitext2)")
+    p.add_argument("--samples", type=int, default=PruneSpec.samples, metavar="N", help="calibration sequences")
+    p.add_argument("--seq-len", type=int, default=PruneSpec.seq_len, metavar="L", help="tokens per sequence")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--dtype", choices=DTYPES, default="auto")
+    p.add_argument("--name", help="name of the pruned model (default: made from the settings)")
+
+
+def spec_from(args: argparse.Namespace) -> PruneSpec:
+    return PruneSpec(
+        model=args.model,
+        scorer=args.scorer,
+        percent=args.percent,
+        expansion=args.expansion,
+        divisor=args.divisor,
+        allocation=args.allocation,
+        layers=args.layers,
+        calibration=args.calibration,
+        samples=args.samples,
+        seq_len=args.seq_len,
+        device=args.device,
+        dtype=args.dtype,
+        name=args.name,
+    ).validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = spec_from(args)
+    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+        raise UserError(f"--out {args.out} is not empty")
+    from workbench.cli.common import TerminalProgress, open_store, print_json
+    from workbench.pruning import prune
+    from workbench.texts import data_dir
+
+    store = open_store(args)
+    with TerminalProgress(enabled=not args.json) as progress:
+        report = prune(spec, store, data_dir(getattr(args, "data_dir", None)), progress, out=args.out)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print_report(report)
+    return 0
+
+
+def print_report(report) -> None:
+    from workbench.tabular import Table
+
+    mb = 1024 * 1024
+    print(f"run {report.run_id}: {report.base_model} -> {report.model_name} (model {report.model_id})")
+    print(
+        f"parameters {report.parameters_before:,} -> {report.parameters_after:,} "
+        f"({100 * (1 - report.parameters_after / report.parameters_before):.1f}% fewer); "
+        f"MLP expansion {report.expansion_before:.3g} -> {report.expansion_after:.3g}; "
+        f"{report.size_bytes / mb:.1f} MiB on disk"
+    )
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stage_seconds.items())
+    print(f"{report.device} {report.dtype}; {stages}; peak memory {report.peak_memory_bytes / mb:.0f} MiB")
+    if report.calibration:
+        c = report.calibration
+        print(f"calibration {c['source']}: {c['samples']} x {c['seq_len']} tokens (sha256 {c['hash'][:12]})")
+    Table.of("per-layer retention", _retention_columns(), report.layers).render()
+
+
+
+
+def _retention_columns():
+    from workbench.tabular import Column, fixed
+
+    score = fixed(4)
+    return [
+        Column("layer", numeric=True),
+        Column("original_width", "width", numeric=True),
+        Column("kept_width", "kept", numeric=True),
+        Column("percent_kept", "% kept", fixed(1), numeric=True),
+        Column("kept_score_min", "kept min", score, numeric=True),
+        Column("kept_score_mean", "kept mean", score, numeric=True),
+        Column("removed_score_mean", "removed mean", score, numeric=True),
+        Column("removed_score_max", "removed max", score, numeric=True),
+    ]
