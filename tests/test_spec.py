@@ -15,7 +15,7 @@ def spec(**kwargs) -> PruneSpec:
 
 
 def test_percent_and_expansion_targets():
-    assert planned_widths(spec(percent=40), HIDDEN, WIDTHS) == [921] * 30
+    assert planned_widths(spec(percent=40), HIDDEN, WIDTHS) == [922] * 30
     assert planned_widths(spec(percent=40, divisor=64), HIDDEN, WIDTHS) == [896] * 30
     assert planned_widths(spec(expansion=2.4), HIDDEN, WIDTHS) == [1382] * 30
     assert planned_widths(spec(expansion=2.4, divisor=128), HIDDEN, WIDTHS) == [1280] * 30

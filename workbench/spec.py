@@ -149,7 +149,7 @@ def round_to_divisor(width: int, divisor: int) -> int:
 def target_width(spec: PruneSpec, width: int, hidden: int) -> int:
     """The width a pruned layer of `width` neurons keeps under spec's target and divisor."""
     if spec.percent is not None:
-        raw = math.floor(width * (100 - spec.percent) / 100 + 1e-9)
+        raw = width - math.floor(width * spec.percent / 100 + 1e-9)  # removes floor(P% of width), as optipfair
     else:
         raw = min(width, math.floor(spec.expansion * hidden + 1e-9))  # type: ignore[operator]
     kept = round_to_divisor(raw, spec.divisor)
