@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Result, Select, String, cast, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Float, Result, Select, String, cast, delete, func, or_, select, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
@@ -247,6 +247,9 @@ MODEL_SORTS: dict[str, ColumnElement[Any]] = {
     "expansion": Model.expansion,
     "size": Model.size_bytes,
     "evals": _eval_count,
+    "hidden": Model.hidden_size,
+    "intermediate": Model.intermediate_size,
+    "parent": _parent.name,
 }
 
 
@@ -284,8 +287,11 @@ def list_models(
     """Models whose name, family, architecture, source or tags hold every word of `text`."""
     key = MODEL_SORTS[sort]
     order = (key.desc() if descending else key.asc(), Model.id)
+    ids = select(Model.id)
+    if sort == "parent":  # only then does the page need the parent's name
+        ids = ids.outerjoin(_parent, _parent.id == Model.parent_id)
     with _reading(source) as session:
-        rows = _page(session, _models_select(), select(Model.id), _models_matching(session, text), order, limit, offset)
+        rows = _page(session, _models_select(), ids, _models_matching(session, text), order, limit, offset)
         return [_model_info(r) for r in rows]
 
 
@@ -364,7 +370,15 @@ RUN_SORTS: dict[str, ColumnElement[Any]] = {
     "target": PruningRun.target_value,
     "params": PruningRun.parameters_after,
     "status": PruningRun.status,
+    "result": _result.name,
+    "allocation": PruningRun.allocation,
+    "calibration": PruningRun.calibration_source,
+    "divisor": PruningRun.divisor,
+    # The share of parameters removed (NULL for a failed run).
+    "removed": (PruningRun.parameters_before - PruningRun.parameters_after)
+    / cast(PruningRun.parameters_before, Float),
 }
+_NAMED_SORTS = ("base", "result")
 RUN_STATUSES = ("done", "failed")
 _SUMMARY_COLUMNS = (
     PruningRun.id, PruningRun.status, PruningRun.base_model_id, _base.name.label("base_model_name"),
@@ -429,7 +443,7 @@ def list_runs(
     with _reading(source) as session:
         matching = _runs_matching(session, text, scorer, base, status)
         ids = select(PruningRun.id)
-        if text.split() or sort == "base":  # only then does the page need the model names
+        if text.split() or sort in _NAMED_SORTS:  # only then does the page need the model names
             ids = _with_names(ids)
         return [RunSummary(*r) for r in _page(session, _runs_select(), ids, matching, order, limit, offset)]
 

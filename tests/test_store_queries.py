@@ -149,6 +149,14 @@ def test_pages_are_slices_of_the_whole_list(store, lineage):
     assert queries.count_models(store) == 4 and queries.count_models(store, "llama") == 3
 
 
+def test_every_column_a_list_shows_sorts(store, lineage):
+    by_parent = names(queries.list_models(store, sort="parent"))
+    assert by_parent[-2:] == ["llama-small", "llama-smaller"]  # no parent first, then by parent name
+    assert names(queries.list_models(store, sort="intermediate"))[0] in ("llama-small", "llama-smaller")
+    assert [r.id for r in queries.list_runs(store, sort="result", descending=False)] == [2, 1, 3]  # none first
+    assert [r.id for r in queries.list_runs(store, sort="calibration")][0] == 2
+
+
 def test_run_detail_has_the_whole_configuration_and_retention(store, lineage):
     run = queries.run_detail(store, 1)
     assert (run.base_model_name, run.result_model_name) == ("llama-base", "llama-small")
