@@ -216,7 +216,9 @@ def save_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fold
 
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
     """Load a stored model's folder onto the device in the dtype, ready for inference."""
-    kwargs = {"dtype": dtype}
+    # Weights read into the process's own memory, not mapped from the file: a layer cut by
+    # surgery then frees its old weights at once, where a file mapping would hold them all.
+    kwargs = {"dtype": dtype, "disable_mmap": True}
     if device.type != "cpu":
         kwargs["device_map"] = {"": device}  # straight to the device, no copy on the host first
     with _quiet_transformers():
