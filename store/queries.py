@@ -60,6 +60,13 @@ class ModelInfo:
     def widths(self) -> tuple[int, ...]:
         return self.intermediate_sizes or (self.intermediate_size,) * self.num_layers
 
+    @property
+    def width_text(self) -> str:
+        """The MLP width as views show it: one number, or "per-layer min-max"."""
+        if not self.intermediate_sizes:
+            return str(self.intermediate_size)
+        return f"per-layer {min(self.intermediate_sizes)}-{max(self.intermediate_sizes)}"
+
 
 @dataclass(frozen=True)
 class RunSummary:

@@ -64,7 +64,7 @@ MODEL_COLUMNS = [
     Column("family"),
     Column("num_layers", "layers", numeric=True),
     Column("hidden_size", "hidden", numeric=True),
-    Column("intermediate_size", "width", numeric=True),
+    Column("width_text", "width", numeric=True),
     Column("expansion", "ratio", fixed(2), numeric=True),
     Column("parameters", "params", count, numeric=True),
     Column("dtype"),
