@@ -1,0 +1,52 @@
+"""Helpers for the TUI's Pilot tests: the app on a filled store, the screen as plain text, waiting for workers."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+from textual.app import App
+from textual.pilot import Pilot
+from tui_store import fill
+
+from store.db import Store
+from tui.app import WorkbenchApp
+
+
+def screen_text(app: App[object]) -> str:
+    """What the terminal shows now, as plain text (the SVG screenshot's content)."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True, color_system=None)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+async def settle(pilot: Pilot[object]) -> None:
+    """Let the workers finish and their messages land."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def app_on(store: Store, **kw: object) -> WorkbenchApp:
+    """The app on a store, in Textual's default theme (snapshots and colours stay fixed)."""
+    return WorkbenchApp(store, theme="textual-dark", **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(name="filled")
+def filled_fixture(store: Store) -> dict[str, int]:
+    """The `store` fixture with tui_store's rows in it; their ids."""
+    return fill(store)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Pilot tests are coroutines run by anyio's pytest plugin (`pytestmark = pytest.mark.anyio`)."""
+    return "asyncio"
+
+
+def notices(app: App[object]) -> list[str]:
+    """The messages of the notifications on screen now."""
+    return [n.message for n in app._notifications]

@@ -1,0 +1,1 @@
+"""Forms that queue work: a pruning run, an evaluation, a model import."""

@@ -1,0 +1,40 @@
+"""What the forms share: model names suggested from the store, numbers read from inputs, and the
+base class that checks as you type and launches a job."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.suggester import Suggester
+
+from store import queries
+from store.db import Store
+from workbench.errors import UserError
+
+
+class ModelNames(Suggester):
+    """Completes a model name from the store (the first, by name, that starts with the text)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.store = store
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value:
+            return None
+        found = await asyncio.to_thread(queries.list_models, self.store, value, limit=20)
+        return next((m.name for m in found if m.name.startswith(value)), None)
+
+
+def number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"{what} must be a number, got {text!r}") from None
+
+
+def whole(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{what} must be a whole number, got {text!r}") from None

@@ -1,0 +1,191 @@
+"""Run detail: the per-layer retention (a bar in each row, a picture over depth), kept vs removed
+scores, the whole configuration, time per stage and peak memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Header, Static, TabbedContent, TabPane
+
+from store import queries
+from store.db import Store
+from store.queries import RetentionInfo, RunDetail
+from tui.bars import column_chart
+from tui.keybar import KeyBar
+from tui.navigation import navigator
+from tui.records import RecordTable
+from tui.screens.runs import percent, removed, target
+from tui.screens.tabbed import TabbedScreen
+from workbench.tabular import Column, Table, count, fixed, plain, size
+
+SCORE = fixed(4)
+RETENTION_COLUMNS = [
+    Column("layer", numeric=True),
+    Column("original_width", "width", numeric=True),
+    Column("kept_width", "kept", numeric=True),
+    Column("percent_kept", "% kept", fixed(1), numeric=True),
+    Column("kept_score_min", "kept min", SCORE, numeric=True),
+    Column("kept_score_mean", "kept mean", SCORE, numeric=True),
+    Column("kept_score_max", "kept max", SCORE, numeric=True),
+    Column("removed_score_min", "removed min", SCORE, numeric=True),
+    Column("removed_score_mean", "removed mean", SCORE, numeric=True),
+    Column("removed_score_max", "removed max", SCORE, numeric=True),
+]
+STAGE_COLUMNS = [Column("stage"), Column("seconds", fmt=fixed(2), numeric=True)]
+CHART_ROWS = 4
+
+
+def configuration(run: RunDetail) -> Table:
+    calibration = ""
+    if run.calibration_source:
+        calibration = f"{run.calibration_source}, {run.calibration_samples} x {run.calibration_seq_len} tokens"
+    parameters = ""
+    if run.parameters_before and run.parameters_after:
+        parameters = (
+            f"{count(run.parameters_before)} -> {count(run.parameters_after)} ({percent(removed(run))} removed)"
+        )
+    pairs = [
+        ("status", run.status),
+        ("error", run.error or ""),
+        ("base model", run.base_model_name),
+        ("result model", run.result_model_name or ""),
+        ("scorer", run.scorer),
+        ("target", target(run)),
+        ("divisor", run.divisor),
+        ("allocation", run.allocation),
+        ("layers", run.layers),
+        ("calibration", calibration),
+        ("calibration hash", run.calibration_hash or ""),
+        ("device", run.device),
+        ("dtype", run.dtype),
+        ("parameters", parameters),
+        ("peak memory", size(run.peak_memory_bytes)),
+        ("versions", ", ".join(f"{k} {v}" for k, v in run.versions.items())),
+        ("job", run.job_id or ""),
+        ("created", plain(run.created_at)),
+    ]
+    return Table.of_pairs(f"run {run.id}", [(k, v) for k, v in pairs if v != ""])
+
+
+def depth_picture(run: RunDetail) -> Text:
+    """Share of neurons removed per layer as a column chart over depth, and the layers that lost most."""
+    layers = run.retention
+    if not layers:
+        return Text(f"  the run made no model: {run.error}" if run.error else "  no retention rows", "bold red")
+    lost = [1 - r.kept_width / r.original_width if r.original_width else 0.0 for r in layers]
+    picture = Text()
+    for row in column_chart(lost, CHART_ROWS):
+        picture.append("  ")
+        picture.append_text(row)
+        picture.append("\n")
+    last = str(layers[-1].layer)
+    picture.append(f"  {layers[0].layer}".ljust(len(layers) + 2 - len(last)) + last + "  layer (depth) →\n", "dim")
+    most = sorted(zip(lost, layers, strict=True), key=lambda x: (-x[0], x[1].layer))[:3]
+    picture.append("  height: share of neurons removed · most: ")
+    picture.append(", ".join(f"layer {r.layer} {100 * share:.0f}%" for share, r in most), "bold")
+    return picture
+
+
+def score_summary(layers: tuple[RetentionInfo, ...]) -> Text:
+    """Means over layers of the kept and the removed neurons' scores, and how far apart they are."""
+
+    def mean(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) / len(known) if known else None
+
+    kept = mean([r.kept_score_mean for r in layers])
+    gone = mean([r.removed_score_mean for r in layers])
+    if kept is None:
+        return Text("")
+    summary = Text("  scores (mean over layers): kept ")
+    summary.append(f"{kept:.4g}", "bold")
+    if gone is None:
+        return summary.append(" · nothing removed")
+    summary.append(" · removed ")
+    summary.append(f"{gone:.4g}", "bold")
+    overlapping = sum(1 for r in layers if r.removed_score_max is not None and r.kept_score_min is not None
+                      and r.removed_score_max > r.kept_score_min)  # fmt: skip
+    if overlapping:
+        summary.append(f" · {overlapping} layers keep a neuron scored below one removed (global allocation)")
+    return summary
+
+
+def stages(run: RunDetail) -> Table:
+    rows = [[k, v] for k, v in run.stage_seconds.items()]
+    rows.append(["total", sum(run.stage_seconds.values())])
+    return Table(f"stages of run {run.id}", STAGE_COLUMNS, rows)
+
+
+class RunDetailScreen(TabbedScreen):
+    TITLE = "Run"
+    BINDINGS = [
+        Binding("o", "open_result", "Result model", id="run.result"),
+        Binding("b", "open_base", "Base model", id="run.base"),
+    ]
+
+    @dataclass
+    class Loaded(Message):
+        run: RunDetail
+
+    def __init__(self, store: Store, run_id: int) -> None:
+        super().__init__(store)
+        self.run_id = run_id
+        self.run: RunDetail | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent():
+            with TabPane("Retention", id="retention"), Vertical():
+                yield Static(id="depth")
+                yield RecordTable(id="retention-table")
+                yield Static(id="scores")
+            with TabPane("Configuration", id="configuration"):
+                yield RecordTable(id="configuration-table")
+            with TabPane("Stages", id="stages"), Vertical():
+                yield RecordTable(id="stages-table")
+                yield Static(id="memory")
+        yield KeyBar()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="run-detail", exit_on_error=False)
+    def load(self) -> None:
+        self.post_message(self.Loaded(queries.run_detail(self.store, self.run_id)))
+
+    def on_run_detail_screen_loaded(self, message: Loaded) -> None:
+        run = self.run = message.run
+        made = f" -> {run.result_model_name}" if run.result_model_name else f" ({run.status})"
+        self.sub_title = f"run {run.id}: {run.scorer}, {target(run)} of {run.base_model_name}{made}"
+        self.query_one("#depth", Static).update(depth_picture(run))
+        retention = self.query_one("#retention-table", RecordTable)
+        retention.border_title = f"retention of run {run.id}"
+        retention.show(
+            Table.of(f"retention of run {run.id}", RETENTION_COLUMNS, run.retention), bars={"percent_kept": 100.0}
+        )
+        self.query_one("#scores", Static).update(score_summary(run.retention))
+        self.query_one("#configuration-table", RecordTable).show(configuration(run))
+        total = sum(run.stage_seconds.values())
+        self.query_one("#stages-table", RecordTable).show(stages(run), bars={"seconds": total})
+        self.query_one("#memory", Static).update(f"  peak memory {size(run.peak_memory_bytes) or 'not recorded'}")
+        retention.focus()
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "open_result":
+            return self.run is not None and self.run.result_model_id is not None
+        return super().check_action(action, parameters)
+
+    def action_open_result(self) -> None:
+        if self.run is not None and self.run.result_model_id is not None:
+            navigator(self).open_model(self.run.result_model_id)
+
+    def action_open_base(self) -> None:
+        if self.run is not None:
+            navigator(self).open_model(self.run.base_model_id)
