@@ -28,14 +28,23 @@ class Progress:
         self._total = 0
         self._count = 0
         self._started = time.perf_counter()
+        self._counting_since = self._started
 
     def stage(self, name: str, total: int = 0, message: str = "") -> None:
         """Finish the current stage (if any) and begin `name`, with `total` steps."""
         self._close_stage()
         self.name, self._total, self._count = name, total, 0
-        self._started = time.perf_counter()
+        self._started = self._counting_since = time.perf_counter()
         self.check()
         self.emit(name, self.fraction, message or name)
+
+    def set_total(self, total: int, message: str = "") -> None:
+        """Give the running stage its step count once it is known (lm-eval knows how many requests
+        a task makes only after building them); counting starts again from zero."""
+        self._total, self._count = total, 0
+        self._counting_since = time.perf_counter()
+        self.emit(self.name, self.fraction, message)
+        self.check()
 
     def advance(self, steps: int = 1, message: str = "") -> None:
         self._count = min(self._count + steps, self._total) if self._total else self._count
@@ -53,6 +62,14 @@ class Progress:
         within = self._count / self._total if self._total else 0.0
         current = self.weights.get(self.name, 0.0) * within
         return min(1.0, (self._done_weight + current) / total_weight)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds the running stage still needs at its pace so far; None before its first step."""
+        if not (self._total and self._count):
+            return None
+        elapsed = time.perf_counter() - self._counting_since
+        return elapsed * (self._total - self._count) / self._count
 
     def seconds_so_far(self) -> dict[str, float]:
         """Time per stage, the running stage included up to now."""

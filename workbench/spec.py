@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from workbench.errors import UserError
@@ -175,3 +176,125 @@ def planned_widths(spec: PruneSpec, hidden: int, widths: list[int]) -> list[int]
     for i in selected:
         kept[i] = target_width(spec, widths[i], hidden)
     return kept
+
+
+# Evaluation -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A task the workbench offers by name. `fewshot` is its default shot count (None where shots
+    do not apply); `harness` is lm-eval for benchmarks, workbench for the built-in measurements."""
+
+    name: str
+    harness: str
+    fewshot: int | None
+    description: str
+
+
+# Few-shot defaults follow what width-pruning papers report (Wanda, SliceGPT, LLM-Pruner, Minitron):
+# zero-shot for the commonsense and perplexity tasks, five shots for MMLU and GSM8K.
+TASKS: dict[str, TaskInfo] = {
+    t.name: t
+    for t in [
+        TaskInfo("gsm8k", "lm-eval", 5, "grade-school maths word problems, generated answers (exact match)"),
+        TaskInfo("ifeval", "lm-eval", 0, "instruction following with verifiable constraints (strict/loose acc)"),
+        TaskInfo("truthfulqa_mc1", "lm-eval", 0, "TruthfulQA multiple choice, one true answer (acc)"),
+        TaskInfo("truthfulqa_mc2", "lm-eval", 0, "TruthfulQA multiple choice, likelihood mass on true answers"),
+        TaskInfo("arc_easy", "lm-eval", 0, "ARC-Easy grade-school science questions (acc, acc_norm)"),
+        TaskInfo("arc_challenge", "lm-eval", 0, "ARC-Challenge, the harder ARC questions (acc, acc_norm)"),
+        TaskInfo("hellaswag", "lm-eval", 0, "HellaSwag sentence completion (the local copy is approximate)"),
+        TaskInfo("lambada_openai", "lm-eval", 0, "LAMBADA (OpenAI text): predict a passage's last word"),
+        TaskInfo("wikitext", "lm-eval", 0, "WikiText-2 test, rolling log-likelihood (word/byte perplexity)"),
+        TaskInfo("mmlu", "lm-eval", 5, "MMLU, multiple-choice questions on 57 subjects (acc)"),
+        TaskInfo("boolq", "lm-eval", 0, "BoolQ yes/no questions on a passage (acc)"),
+        TaskInfo("piqa", "lm-eval", 0, "PIQA physical commonsense, the better of two solutions"),
+        TaskInfo("winogrande", "lm-eval", 0, "WinoGrande pronoun resolution (acc)"),
+        TaskInfo("ppl:wikitext2", "workbench", None, "perplexity on WikiText-2 test under the fixed protocol"),
+        TaskInfo("ppl:sms", "workbench", None, "perplexity on the held-out fifth of the SMS Spam Collection"),
+        TaskInfo("speed", "workbench", None, "prefill and decode tokens/s at batch 1, greedy"),
+        TaskInfo("memory", "workbench", None, "peak memory while generating (CUDA allocated or peak RSS)"),
+    ]
+}
+PPL_PREFIX = "ppl:"  # ppl:SOURCE takes any text source that calibration takes (see workbench.texts)
+# --batch-size auto off CUDA: lm-eval's own search tries batches of its whole context (64 x 8192 tokens).
+CPU_AUTO_BATCH = 8
+CHAT_TEMPLATE_MODES = {
+    "auto": "on for generated-answer tasks when the model is instruct-tuned and has a chat template",
+    "on": "every lm-eval task goes through the model's chat template",
+    "off": "plain prompts, as lm-eval runs by default",
+}
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One evaluation request: every task on every model. `models` items are anything
+    `resolve_model` accepts; `fewshot` None means each task's default (TASKS, else the task's own)."""
+
+    models: tuple[str, ...]
+    tasks: tuple[str, ...]
+    limit: float | None = None  # documents per task; below 1, a fraction of them (as lm-eval reads it)
+    fewshot: int | None = None
+    batch_size: str | int = "auto"
+    chat_template: str = "auto"
+    include_path: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def validate(self) -> EvalSpec:
+        """Check everything that needs neither a model nor lm-eval; return self so calls chain.
+        Task names outside TASKS are left for the evaluation to look up in --include-path."""
+        if not self.models:
+            raise UserError("name at least one model to evaluate")
+        if not self.tasks:
+            raise UserError(f"name at least one task with --tasks, e.g. {', '.join(list(TASKS)[:3])}")
+        for name, items in (("model", self.models), ("task", self.tasks)):
+            repeated = sorted({i for i in items if items.count(i) > 1})
+            if repeated:
+                raise UserError(f"{name} {repeated[0]!r} is named twice")
+        for task in self.tasks:
+            if task.startswith(PPL_PREFIX) and not task.removeprefix(PPL_PREFIX):
+                raise UserError("ppl: needs a text source, e.g. ppl:wikitext2")
+            if task not in TASKS and not task.startswith(PPL_PREFIX) and self.include_path is None:
+                raise UserError(
+                    f"unknown task {task!r}; choose from {', '.join(TASKS)}, ppl:SOURCE, or a task in --include-path"
+                )
+        if self.limit is not None and not (self.limit > 0 and math.isfinite(self.limit)):
+            raise UserError(f"--limit must be a positive number of documents (or a share below 1), got {self.limit:g}")
+        if self.limit is not None and self.limit > 1 and self.limit != int(self.limit):
+            raise UserError(f"--limit above 1 counts documents: a whole number, got {self.limit:g}")
+        if self.fewshot is not None and self.fewshot < 0:
+            raise UserError(f"--fewshot must be 0 or more, got {self.fewshot}")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise UserError(f"--batch-size must be auto or a positive integer, got {self.batch_size!r}")
+        if self.chat_template not in CHAT_TEMPLATE_MODES:
+            raise UserError(f"unknown --chat-template {self.chat_template!r}; choose auto, on or off")
+        if self.include_path is not None and not Path(self.include_path).expanduser().is_dir():
+            raise UserError(f"--include-path {self.include_path} is not a folder")
+        if self.device not in DEVICES:
+            raise UserError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if self.dtype not in DTYPES:
+            raise UserError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"models": list(self.models), "tasks": list(self.tasks)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalSpec:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("models", "tasks"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def parse_batch_size(text: str) -> str | int:
+    """`auto` or a whole number, as --batch-size takes it."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--batch-size must be auto or a positive integer, got {text!r}") from None

@@ -17,6 +17,8 @@ from workbench.errors import UserError
 COMMAND_MODULES = [
     "workbench.cli.models",
     "workbench.cli.prune",
+    "workbench.cli.evaluate",
+    "workbench.cli.compare",
     "workbench.cli.runs",
     "workbench.cli.export",
     "workbench.cli.store_cmd",
