@@ -126,7 +126,11 @@ class Store:
             raise
         artifacts = where.root / ARTIFACTS
         artifacts.mkdir(parents=True, exist_ok=True)
-        return cls(where.root, artifacts, engine, where.shown)
+        store = cls(where.root, artifacts, engine, where.shown)
+        from store.jobs import recover  # (store.jobs imports this module)
+
+        recover(store)  # jobs whose process died become "interrupted"; one indexed query when none runs
+        return store
 
     @property
     def is_sqlite(self) -> bool:
@@ -179,7 +183,7 @@ class Store:
 
 def temp_name() -> str:
     """A name for a folder under artifacts/tmp that says which process on which host owns it."""
-    return f"{os.getpid()}.{secrets.token_hex(4)}.{_host()}"
+    return f"{os.getpid()}.{secrets.token_hex(4)}.{host_name()}"
 
 
 def temp_owner_alive(name: str) -> bool:
@@ -189,10 +193,11 @@ def temp_owner_alive(name: str) -> bool:
     _, _, host = rest.partition(".")
     if not pid.isdigit() or not host:
         return False  # not a name temp_name() makes
-    return host != _host() or psutil.pid_exists(int(pid))
+    return host != host_name() or psutil.pid_exists(int(pid))
 
 
-def _host() -> str:
+def host_name() -> str:
+    """This machine's name as jobs and temporary folders record it."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
 
 

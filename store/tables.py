@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
 
 
@@ -127,8 +127,11 @@ class Job(SQLModel, table=True):
     message: str = ""
     eta_seconds: float | None = None
     cancel_requested: bool = False
-    pid: int | None = None
+    pid: int | None = None  # the process doing the work: a job process, or a CLI running it in the foreground
     host: str | None = None
+    device: str | None = None  # where it runs, e.g. "cuda:0", once the job process has resolved "auto"
+    # The job process's peak so far: allocated device memory on CUDA, else its resident set.
+    peak_memory_bytes: int | None = Field(default=None, sa_type=BigInteger)
     heartbeat_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

@@ -80,6 +80,17 @@ def free_memory(device: torch.device) -> int | None:
     return psutil.virtual_memory().available
 
 
+def refuse_if_too_big(parameters: int, dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse, before loading, a model whose weights alone exceed the device's free memory."""
+    needed = parameters * torch.finfo(dtype).bits // 8
+    free = free_memory(device)
+    if free is not None and needed > free:
+        raise UserError(
+            f"the model needs {needed / 2**30:.1f} GiB ({parameters:,} parameters x "
+            f"{torch.finfo(dtype).bits // 8} bytes) but {device} has {free / 2**30:.1f} GiB free"
+        )
+
+
 def _proc_status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):

@@ -25,13 +25,13 @@ from store.tables import LayerRetention, Model, PruningRun
 from workbench import calibration, model_io
 from workbench.architecture import count_parameters, glu_mlps
 from workbench.calibration import ActivationStats
-from workbench.devices import MemoryMeter, dtype_name, free_memory, resolve_device, resolve_dtype
+from workbench.devices import MemoryMeter, dtype_name, refuse_if_too_big, resolve_device, resolve_dtype
 from workbench.errors import UserError
 from workbench.plan import LayerPlan, plan_pruning
 from workbench.progress import Cancelled, Progress
 from workbench.spec import PruneSpec, planned_widths
 from workbench.surgery import apply_plan
-from workbench.texts import load_source
+from workbench.texts import TextSource, load_source
 
 STAGE_WEIGHTS = {"load": 0.1, "calibrate": 0.5, "score": 0.05, "surgery": 0.05, "save": 0.3}
 
@@ -69,20 +69,9 @@ def prune(
 ) -> PruneReport:
     progress = progress or Progress()
     progress.weights = STAGE_WEIGHTS
-    spec.validate()
-    text = load_source(spec.calibration_source, data) if spec.data_driven else None
-    target = model_io.resolve(store, spec.model)
-    hidden, widths = target.shape()
-    planned_widths(spec, hidden, widths)  # a target the model cannot meet fails here
-    sequences = None
-    if text is not None:
-        tokenizer = target.tokenizer(store)
-        sequences = calibration.build_sequences(
-            tokenizer, text.calibration, spec.samples, spec.seq_len, text.name
-        )
-    device = resolve_device(spec.device)
+    text, target, widths, sequences, device = _checked(spec, store, data)
     dtype = resolve_dtype(spec.dtype, device)
-    _refuse_if_too_big(target.parameters(), dtype, device)
+    refuse_if_too_big(target.parameters(), dtype, device)
 
     meter = MemoryMeter(device)
     meter.reset()
@@ -167,6 +156,31 @@ def prune(
     )
 
 
+def check_request(spec: PruneSpec, store: Store, data: Path | None = None) -> None:
+    """Everything `prune` checks before it loads weights, writing nothing: a front end calls it
+    before queueing a job, so that bad input fails at once (UserError)."""
+    _checked(spec, store, data)
+
+
+def _checked(
+    spec: PruneSpec, store: Store, data: Path | None
+) -> tuple[TextSource | None, model_io.Target, list[int], torch.Tensor | None, torch.device]:
+    spec.validate()
+    text = load_source(spec.calibration_source, data) if spec.data_driven else None
+    target = model_io.resolve(store, spec.model)
+    hidden, widths = target.shape()
+    planned_widths(spec, hidden, widths)  # a target the model cannot meet fails here
+    sequences = None
+    if text is not None:
+        tokenizer = target.tokenizer(store)
+        sequences = calibration.build_sequences(
+            tokenizer, text.calibration, spec.samples, spec.seq_len, text.name
+        )
+    # The device's availability, not its dtype: resolving "auto" to a dtype on CUDA opens a
+    # context, which a front end that only queues the job should not hold.
+    return text, target, widths, sequences, resolve_device(spec.device)
+
+
 def retention_row(plan: LayerPlan) -> LayerRetention:
     return LayerRetention(
         layer=plan.layer,
@@ -218,13 +232,3 @@ def _calibration_stats(
     stats = calibration.capture(model, sequences, progress=progress)
     stats.save(cache)
     return stats
-
-
-def _refuse_if_too_big(parameters: int, dtype: torch.dtype, device: torch.device) -> None:
-    needed = parameters * torch.finfo(dtype).bits // 8
-    free = free_memory(device)
-    if free is not None and needed > free:
-        raise UserError(
-            f"the model needs {needed / 2**30:.1f} GiB ({parameters:,} parameters x "
-            f"{torch.finfo(dtype).bits // 8} bytes) but {device} has {free / 2**30:.1f} GiB free"
-        )

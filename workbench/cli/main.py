@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "workbench.cli.runs",
     "workbench.cli.export",
     "workbench.cli.store_cmd",
+    "workbench.cli.jobs",
 ]
 
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args) or 0
     except (UserError, StoreError) as e:
         print(f"workbench: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code if isinstance(e, UserError) else 2
     except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error of ours
         sys.stderr.close()
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from workbench.cli.foreground import add_detach_option
 from workbench.errors import UserError
 from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, SCORERS, PruneSpec
 
@@ -33,7 +34,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     )
     add_prune_arguments(p)
     p.add_argument("--out", type=Path, help="also copy the pruned model's folder here")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (with --detach: the job id)")
+    add_detach_option(p)
     p.set_defaults(func=run)
 
 
@@ -76,40 +78,45 @@ def spec_from(args: argparse.Namespace) -> PruneSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs as a job (see workbench.cli.foreground); the report is the job's result."""
     spec = spec_from(args)
     if args.out is not None and args.out.exists() and any(args.out.iterdir()):
         raise UserError(f"--out {args.out} is not empty")
-    from workbench.cli.common import TerminalProgress, open_store, print_json
-    from workbench.pruning import prune
+    from workbench.cli.common import open_store, print_json
+    from workbench.cli.foreground import run_as_job
+    from workbench.pruning import check_request
     from workbench.texts import data_dir
 
     store = open_store(args)
-    with TerminalProgress(enabled=not args.json) as progress:
-        report = prune(spec, store, data_dir(getattr(args, "data_dir", None)), progress, out=args.out)
+    data = data_dir(getattr(args, "data_dir", None))
+    check_request(spec, store, data)  # bad input fails here, before a job row exists
+    job = run_as_job(args, store, "prune", spec.to_dict(), data=data, out=args.out, bar=not args.json)
+    if job is None:  # --detach
+        return 0
     if args.json:
-        print_json(report.to_dict())
+        print_json(job.result)
     else:
-        print_report(report)
+        print_report(job.result)
     return 0
 
 
-def print_report(report) -> None:
+def print_report(report: dict) -> None:
     from workbench.tabular import Table
 
     mb = 1024 * 1024
-    print(f"run {report.run_id}: {report.base_model} -> {report.model_name} (model {report.model_id})")
+    print(f"run {report['run_id']}: {report['base_model']} -> {report['model_name']} (model {report['model_id']})")
+    before, after = report["parameters_before"], report["parameters_after"]
     print(
-        f"parameters {report.parameters_before:,} -> {report.parameters_after:,} "
-        f"({100 * (1 - report.parameters_after / report.parameters_before):.1f}% fewer); "
-        f"MLP expansion {report.expansion_before:.3g} -> {report.expansion_after:.3g}; "
-        f"{report.size_bytes / mb:.1f} MiB on disk"
+        f"parameters {before:,} -> {after:,} ({100 * (1 - after / before):.1f}% fewer); "
+        f"MLP expansion {report['expansion_before']:.3g} -> {report['expansion_after']:.3g}; "
+        f"{report['size_bytes'] / mb:.1f} MiB on disk"
     )
-    stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stage_seconds.items())
-    print(f"{report.device} {report.dtype}; {stages}; peak memory {report.peak_memory_bytes / mb:.0f} MiB")
-    if report.calibration:
-        c = report.calibration
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in report["stage_seconds"].items())
+    print(f"{report['device']} {report['dtype']}; {stages}; peak memory {report['peak_memory_bytes'] / mb:.0f} MiB")
+    if report["calibration"]:
+        c = report["calibration"]
         print(f"calibration {c['source']}: {c['samples']} x {c['seq_len']} tokens (sha256 {c['hash'][:12]})")
-    Table.of("per-layer retention", _retention_columns(), report.layers).render()
+    Table.of("per-layer retention", _retention_columns(), report["layers"]).render()
 
 
 

@@ -1,0 +1,287 @@
+"""Background jobs as rows: queueing, claiming, progress, outcomes, and the jobs of dead processes.
+
+A job moves queued -> running -> done | failed | cancelled | interrupted; a queued job can also be
+cancelled before it starts. Every change a job process makes to its row is conditional on the
+row still being `running`, so a job that was cancelled or declared dead is never brought back.
+
+Claiming takes the write lock (BEGIN IMMEDIATE on SQLite) and moves the row with
+`UPDATE ... WHERE status = 'queued'`, so two processes never claim the same job; the lock also
+makes the per-host limit on running jobs exact.
+
+A job is dead, and becomes `interrupted`, when it is `running` but its heartbeat is not fresh
+and its process is gone: looked up by pid on this host (a pid reused by a younger process does
+not count), judged by a long silence on another host. `recover` runs on every `Store.open`.
+The dead process's temporary folders (artifacts/tmp/<pid>.*.<host>) go with it; its log stays.
+
+Light: the TUI lists, cancels and retries jobs through this module (no torch, no workbench).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import psutil
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from store.db import ARTIFACTS, TMP, NotFoundError, Store, StoreError, host_name
+from store.tables import Job, utcnow
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+FINISHED = ("done", "failed", "cancelled", "interrupted")
+RETRYABLE = ("failed", "cancelled", "interrupted")
+HEARTBEAT_S = 1.0  # how often a job process marks its job alive (and reads the cancel flag)
+FRESH_S = 10.0  # a heartbeat younger than this says the job is alive, whatever its pid says
+OTHER_HOST_SILENCE_S = 120.0  # a job on another host (no pid to look up) is dead after this long unheard
+LOGS = "logs"  # artifacts/logs/job-<id>.log; `store check` counts a log as its job's
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: int
+    kind: str  # prune | eval
+    spec: dict[str, Any]  # {"request": the request's to_dict(), "cwd", "data_dir", "out"}
+    status: str
+    stage: str
+    progress: float  # 0..1 over the whole job
+    message: str
+    eta_seconds: float | None
+    cancel_requested: bool
+    pid: int | None
+    host: str | None
+    device: str | None
+    peak_memory_bytes: int | None
+    heartbeat_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None  # why it failed, in one line
+    log_path: str | None  # relative to the store folder
+    result: dict[str, Any]  # a done job's report; {"error_type": ...} for a failed one
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.spec.get("request", {})
+
+
+_COLUMNS = [getattr(Job, f.name) for f in fields(JobInfo)]
+
+
+@contextmanager
+def _reading(source: Store | Session) -> Iterator[Session]:
+    if isinstance(source, Session):
+        yield source
+    else:
+        with source.session() as session:
+            yield session
+
+
+def get_job(source: Store | Session, job_id: int) -> JobInfo:
+    with _reading(source) as session:
+        row = session.connection().execute(select(*_COLUMNS).where(Job.id == job_id)).first()
+    if row is None:
+        raise NotFoundError(f"no job {job_id}")
+    return JobInfo(*row)
+
+
+def list_jobs(
+    source: Store | Session, *, status: str | None = None, limit: int | None = None, offset: int = 0
+) -> list[JobInfo]:
+    """Jobs, newest first."""
+    stmt = select(*_COLUMNS).order_by(Job.id.desc()).limit(limit).offset(offset)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    with _reading(source) as session:
+        return [JobInfo(*row) for row in session.connection().execute(stmt)]
+
+
+def count_jobs(source: Store | Session, status: str) -> int:
+    with _reading(source) as session:
+        return session.scalar(select(func.count(Job.id)).where(Job.status == status)) or 0
+
+
+def add_job(store: Store, kind: str, spec: dict[str, Any]) -> int:
+    """Queue a job; its id."""
+    with store.write() as session:
+        job = Job(kind=kind, spec=spec)
+        session.add(job)
+        session.flush()
+        assert job.id is not None
+        return job.id
+
+
+def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int | None = None) -> JobInfo | None:
+    """Move the oldest queued job (or job `job_id`, if still queued) to running for process `pid`,
+    unless `max_running` jobs already run on this host. Its log file exists when this returns."""
+    host = host_name()
+    with store.write() as session:
+        if max_running is not None:
+            running = session.scalar(select(func.count(Job.id)).where(Job.status == "running", Job.host == host))
+            if (running or 0) >= max_running:
+                return None
+        queued = select(Job.id).where(Job.status == "queued").order_by(Job.id).limit(1)
+        if job_id is not None:
+            queued = queued.where(Job.id == job_id)
+        # Under SQLite's write lock the first candidate is ours; another database may let a
+        # concurrent claim win it, and then the next one is tried.
+        while (candidate := session.scalar(queued)) is not None:
+            now = utcnow()
+            log = f"{ARTIFACTS}/{LOGS}/job-{candidate}.log"
+            moved = session.execute(
+                update(Job)
+                .where(Job.id == candidate, Job.status == "queued")
+                .values(status="running", pid=pid, host=host, started_at=now, heartbeat_at=now, log_path=log,
+                        stage="", progress=0.0, message="starting")
+            )
+            if moved.rowcount:
+                path = store.root / log
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+                return get_job(session, candidate)
+    return None
+
+
+def update_running(store: Store, job_id: int, **values: Any) -> bool:
+    """Set columns of a running job (progress, pid, device, peak memory), refreshing its
+    heartbeat; False when it no longer runs (finished, cancelled, or declared dead)."""
+    with store.write() as session:
+        changed = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == "running").values(heartbeat_at=utcnow(), **values)
+        )
+        return bool(changed.rowcount)
+
+
+def beat(store: Store, job_id: int) -> bool | None:
+    """Mark a running job alive; whether it was asked to cancel (None when it no longer runs)."""
+    with store.write() as session:
+        session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(heartbeat_at=utcnow()))
+        row = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).first()
+    if row is None or row.status != "running":
+        return None
+    return row.cancel_requested
+
+
+def finish(
+    store: Store,
+    job_id: int,
+    status: str,
+    message: str,
+    *,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+    peak_memory_bytes: int | None = None,
+) -> bool:
+    """Record a running job's outcome; False when it was no longer running."""
+    assert status in FINISHED
+    now = utcnow()
+    values: dict[str, Any] = dict(status=status, message=message, error=error, eta_seconds=None, finished_at=now,
+                                  heartbeat_at=now)
+    if status == "done":
+        values["progress"] = 1.0
+    if result is not None:
+        values["result"] = result
+    if peak_memory_bytes is not None:
+        values["peak_memory_bytes"] = peak_memory_bytes
+    with store.write() as session:
+        changed = session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(**values))
+        return bool(changed.rowcount)
+
+
+def request_cancel(store: Store, job_id: int) -> JobInfo:
+    """Cancel a queued job at once; ask a running one to stop (its process sees the flag within a
+    heartbeat and stops at the next layer or batch boundary). The job as it is now."""
+    with store.write() as session:
+        job = get_job(session, job_id)
+        if job.finished:
+            raise StoreError(f"job {job_id} has already finished ({job.status}): nothing to cancel")
+        values: dict[str, Any] = {"cancel_requested": True}
+        if job.status == "queued":
+            values |= dict(status="cancelled", finished_at=utcnow(), message="cancelled before it started")
+        session.execute(update(Job).where(Job.id == job_id, Job.status == job.status).values(**values))
+        return get_job(session, job_id)
+
+
+def retry(store: Store, job_id: int) -> int:
+    """Queue a failed, cancelled or interrupted job again as a new job (the old row stays as
+    history, with its log); the new job's id."""
+    with store.write() as session:
+        job = get_job(session, job_id)
+        if job.status not in RETRYABLE:
+            raise StoreError(f"job {job_id} is {job.status}: only failed, cancelled or interrupted jobs are retried")
+        new = Job(kind=job.kind, spec=job.spec, message=f"retry of job {job_id}")
+        session.add(new)
+        session.flush()
+        assert new.id is not None
+        return new.id
+
+
+def remove_temp_folders(store: Store, pid: int, host: str) -> list[str]:
+    """Remove the temporary folders a (dead) process left under artifacts/tmp; their names."""
+    removed = []
+    for folder in sorted((store.artifacts / TMP).glob(f"{pid}.*.{host}")):
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
+
+
+def recover(store: Store) -> list[int]:
+    """Mark the running jobs whose process died `interrupted` and remove their temporary folders;
+    their ids. Costs one indexed query when no job runs."""
+    with store.session() as session:
+        running = session.connection().execute(
+            select(Job.id, Job.pid, Job.host, Job.heartbeat_at).where(Job.status == "running")
+        ).all()
+    if not running or not any(_dead(pid, host, beat_) for _, pid, host, beat_ in running):
+        return []
+    dead: list[tuple[int, int | None, str | None]] = []
+    with store.write() as session:
+        # Again under the lock: a row may have moved on (or beaten) since the read above.
+        for id_, pid, host, beat_ in session.execute(
+            select(Job.id, Job.pid, Job.host, Job.heartbeat_at).where(Job.status == "running")
+        ).all():
+            if _dead(pid, host, beat_):
+                where = f"pid {pid} on {host}" if host != host_name() else f"pid {pid}"
+                session.execute(
+                    update(Job)
+                    .where(Job.id == id_)
+                    .values(status="interrupted", finished_at=utcnow(), eta_seconds=None,
+                            error=f"its process ({where}) died without finishing: killed, out of memory or "
+                            "power lost")
+                )
+                dead.append((id_, pid, host))
+    for _, pid, host in dead:
+        if pid is not None and host:
+            remove_temp_folders(store, pid, host)
+    return [id_ for id_, _, _ in dead]
+
+
+def _dead(pid: int | None, host: str | None, heartbeat: datetime | None) -> bool:
+    silence = (utcnow() - heartbeat).total_seconds() if heartbeat is not None else float("inf")
+    if host != host_name():
+        return silence > OTHER_HOST_SILENCE_S
+    return silence > FRESH_S and not process_alive(pid, heartbeat)
+
+
+def process_alive(pid: int | None, since: datetime | None) -> bool:
+    """Whether process `pid` on this host still runs and is the one that beat at `since` (a
+    process started after that beat merely reuses the number)."""
+    if pid is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return since is None or process.create_time() <= since.timestamp() + 1.0  # create_time is coarse
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True

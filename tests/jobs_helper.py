@@ -1,0 +1,53 @@
+"""Processes that act on a store's job queue with the store layer alone, for tests/test_jobs*.py.
+
+    jobs_helper.py claim-all STORE GO OUT     once file GO exists, claim queued jobs one by one,
+                                              finishing each at once, until none is left; write
+                                              the claimed ids to OUT, one a line
+    jobs_helper.py write-and-hang STORE MARK  claim the oldest queued job and, like a job process
+                                              saving a model, start writing a folder under
+                                              artifacts/tmp; then write MARK and wait to be killed
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from store import jobs
+from store.db import Store
+
+
+def claim_all(location: str, go: str, out: str) -> None:
+    deadline = time.monotonic() + 60
+    while not Path(go).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("no go signal")
+        time.sleep(0.005)
+    store = Store.open(location, create=False)
+    claimed = []
+    while (job := jobs.claim(store, os.getpid())) is not None:
+        claimed.append(job.id)
+        jobs.finish(store, job.id, "done", "done")
+    Path(out).write_text("".join(f"{i}\n" for i in claimed))
+
+
+def write_and_hang(location: str, mark: str) -> None:
+    store = Store.open(location, create=False)
+    job = jobs.claim(store, os.getpid())
+    assert job is not None
+    with store.new_artifact("models") as artifact:
+        (artifact.path / "model.safetensors").write_bytes(b"\0" * 4096)
+        Path(mark).write_text(str(job.id))
+        time.sleep(600)
+
+
+if __name__ == "__main__":
+    command, *rest = sys.argv[1:]
+    if command == "claim-all":
+        claim_all(*rest)
+    elif command == "write-and-hang":
+        write_and_hang(*rest)
+    else:
+        raise SystemExit(f"unknown command {command}")

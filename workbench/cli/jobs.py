@@ -1,0 +1,236 @@
+"""`workbench jobs list|show|cancel|retry|log|work`: background jobs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+from store import jobs
+from store.jobs import JobInfo
+from workbench.cli.common import open_store, print_json
+from workbench.errors import UserError
+from workbench.jobs import KINDS, ensure_worker, log_file, worker_running
+from workbench.tabular import Column, Table, fixed, size
+
+FOLLOW_EVERY_S = 0.25
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("jobs", parents=[common], help="background jobs: list, cancel, retry, logs, run them")
+    sub = p.add_subparsers(dest="jobs_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", parents=[common], help="jobs, newest first, with where each stands")
+    p.add_argument("--status", choices=jobs.STATUSES)
+    p.add_argument("--limit", type=int, metavar="N", help="at most N jobs")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=list_)
+
+    p = sub.add_parser("show", parents=[common], help="one job: its request, progress, outcome")
+    p.add_argument("job", type=int, metavar="ID")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=show)
+
+    p = sub.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel a job: a queued one at once, a running one at its next layer or batch boundary",
+    )
+    p.add_argument("job", type=int, metavar="ID")
+    p.add_argument("--wait", action="store_true", help="wait until the job has stopped")
+    p.set_defaults(func=cancel)
+
+    p = sub.add_parser("retry", parents=[common], help="queue a failed, cancelled or interrupted job again (new id)")
+    p.add_argument("job", type=int, metavar="ID")
+    p.set_defaults(func=retry)
+
+    p = sub.add_parser("log", parents=[common], help="print a job's log")
+    p.add_argument("job", type=int, metavar="ID")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    p.set_defaults(func=log)
+
+    p = sub.add_parser(
+        "work",
+        parents=[common],
+        help="run queued jobs, each in a process of its own, until the queue is empty",
+        description="Claims queued jobs and runs each in a child process; exits when the queue is empty "
+        "(with --follow, keeps waiting for work). The TUI and `prune --detach` start one when needed.",
+    )
+    p.add_argument("--follow", action="store_true", help="stay and wait for new jobs")
+    p.add_argument(
+        "--max-parallel", type=int, default=1, metavar="N",
+        help="at most N jobs at once on this host, other workers' included (default 1: one GPU, one job)",
+    )
+    p.set_defaults(func=work)
+
+
+def summary(job: JobInfo) -> str:
+    """What the job does, in a few words."""
+    kind = KINDS.get(job.kind)
+    try:
+        return kind.summarize(job.request) if kind else ""
+    except (KeyError, TypeError, ValueError):  # a request written by another version
+        return ""
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _elapsed(job: JobInfo) -> float | None:
+    if job.started_at is None:
+        return None
+    return ((job.finished_at or datetime.now(UTC)) - job.started_at).total_seconds()
+
+
+def _row(job: JobInfo) -> dict:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "what": summary(job),
+        "stage": job.stage,
+        "progress": 100 * job.progress,
+        "elapsed": _elapsed(job),
+        "eta_seconds": job.eta_seconds if job.status == "running" else None,
+        "device": job.device,
+        "peak_memory_bytes": job.peak_memory_bytes,
+        "created_at": job.created_at,
+        "note": job.error or job.message,
+    }
+
+
+JOB_COLUMNS = [
+    Column("id", numeric=True),
+    Column("kind"),
+    Column("status"),
+    Column("what"),
+    Column("stage"),
+    Column("progress", "%", fixed(0), numeric=True),
+    Column("elapsed", fmt=_duration, numeric=True),
+    Column("eta_seconds", "eta", _duration, numeric=True),
+    Column("device"),
+    Column("peak_memory_bytes", "peak mem", size, numeric=True),
+    Column("created_at", "queued"),
+    Column("note"),
+]
+
+
+def list_(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    found = jobs.list_jobs(store, status=args.status, limit=args.limit)
+    if args.json:
+        print_json([asdict(j) for j in found])
+        return 0
+    if not found:
+        print("no jobs match" if args.status else "no jobs in the store yet")
+        return 0
+    Table.of("jobs", JOB_COLUMNS, [_row(j) for j in found]).render()
+    queued = jobs.count_jobs(store, "queued")
+    if queued and not worker_running(store):
+        print(f"{queued} queued, and no job process runs: `workbench jobs work` runs them")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    job = jobs.get_job(store, args.job)
+    if args.json:
+        print_json(asdict(job) | {"log_file": str(log_file(store, job) or "")})
+        return 0
+    result = ""
+    if job.kind == "prune" and job.status == "done":
+        r = job.result
+        result = f"run {r.get('run_id')}, model {r.get('model_name')!r} (id {r.get('model_id')})"
+    pairs = [
+        ("kind", job.kind),
+        ("status", job.status + (" (cancel requested)" if job.cancel_requested and not job.finished else "")),
+        ("what", summary(job)),
+        ("error", job.error or ""),
+        ("result", result),
+        ("stage", job.stage),
+        ("progress", f"{100 * job.progress:.0f}%" if job.started_at else ""),
+        ("message", job.message),
+        ("eta", _duration(job.eta_seconds) if job.status == "running" else ""),
+        ("elapsed", _duration(_elapsed(job))),
+        ("device", job.device or ""),
+        ("peak memory", size(job.peak_memory_bytes)),
+        ("process", f"pid {job.pid} on {job.host}" if job.pid else ""),
+        ("queued", job.created_at),
+        ("started", job.started_at or ""),
+        ("finished", job.finished_at or ""),
+        ("heartbeat", job.heartbeat_at if not job.finished and job.heartbeat_at else ""),
+        ("folder", job.spec.get("cwd", "")),
+        ("data", job.spec.get("data_dir") or ""),
+        ("request", " ".join(f"{k}={v}" for k, v in job.request.items() if v is not None)),
+        ("log", str(log_file(store, job) or "")),
+    ]
+    Table.of_pairs(f"job {job.id}", [(k, v) for k, v in pairs if v != ""]).render()
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    job = jobs.request_cancel(store, args.job)
+    if job.finished:
+        print(f"job {job.id} cancelled (it had not started)")
+        return 0
+    print(f"cancelling job {job.id}: it stops at its next layer or batch boundary")
+    if args.wait:
+        while not job.finished:
+            time.sleep(FOLLOW_EVERY_S)
+            job = jobs.get_job(store, job.id)
+        print(f"job {job.id} {job.status}")
+    return 0
+
+
+def retry(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    new = jobs.retry(store, args.job)
+    ensure_worker(store)
+    print(new)
+    return 0
+
+
+def log(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    job = jobs.get_job(store, args.job)
+    while job.log_path is None:  # queued: no log yet
+        if not args.follow:
+            raise UserError(f"job {job.id} is {job.status}: it has no log yet")
+        time.sleep(FOLLOW_EVERY_S)
+        job = jobs.get_job(store, job.id)
+    path = log_file(store, job)
+    assert path is not None
+    if not path.is_file():
+        raise UserError(f"job {job.id}: its log {path} is missing")
+    with path.open(encoding="utf-8", errors="replace") as f:
+        while True:
+            chunk = f.read()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            elif not args.follow or job.finished:
+                return 0
+            else:
+                time.sleep(FOLLOW_EVERY_S)
+                job = jobs.get_job(store, job.id)  # read once more after it ends: its last lines
+
+
+def work(args: argparse.Namespace) -> int:
+    if args.max_parallel < 1:
+        raise UserError(f"--max-parallel must be at least 1, got {args.max_parallel}")
+    from workbench.jobs.worker import work as run_worker
+
+    def say(line: str) -> None:
+        print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M:%S} {line}", flush=True)
+
+    ran = run_worker(open_store(args), follow=args.follow, max_parallel=args.max_parallel, say=say)
+    say(f"queue empty after {ran} job{'s' * (ran != 1)}: worker exits")
+    return 0

@@ -1,0 +1,109 @@
+"""What kinds of job there are, and how each is checked, described and run.
+
+A kind's `normalize` and `summarize` are light (no torch): `submit` and the TUI use them. Its
+`run` is called only in a job process, and imports the engine there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from store import jobs
+from store.db import Store
+from workbench.errors import UserError
+from workbench.progress import Progress
+from workbench.spec import PruneSpec
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running job gets besides its request."""
+
+    store: Store
+    job_id: int
+    data: Path | None  # local benchmark and calibration data, as the submitter had it
+    out: Path | None  # where to copy the result too, when the submitter asked
+    progress: Progress  # writes the job row; `check()` raises Cancelled once cancel is asked
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    normalize: Callable[[dict[str, Any]], dict[str, Any]]  # the request validated, with its defaults (UserError)
+    summarize: Callable[[dict[str, Any]], str]  # one line for listings
+    run: Callable[[dict[str, Any], JobContext], dict[str, Any]]  # does the work; the report (the job's result)
+
+
+def _run_prune(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
+    from workbench.pruning import prune
+
+    spec = PruneSpec.from_dict(request)
+    return prune(spec, job.store, job.data, job.progress, out=job.out, job_id=job.job_id).to_dict()
+
+
+def _summarize_prune(request: dict[str, Any]) -> str:
+    target = f"{request['percent']:g}%" if request.get("percent") is not None else f"x{request.get('expansion'):g}"
+    return f"{request.get('model')} {request.get('scorer')} {target}"
+
+
+def _normalize_eval(request: dict[str, Any]) -> dict[str, Any]:
+    from workbench.spec import EvalSpec  # (evaluation is landing alongside: looked up when used)
+
+    return EvalSpec.from_dict(request).validate().to_dict()
+
+
+def _run_eval(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
+    from workbench.evaluation import evaluate
+    from workbench.spec import EvalSpec
+
+    return evaluate(EvalSpec.from_dict(request), job.store, job.data, job.progress, job_id=job.job_id).to_dict()
+
+
+def _summarize_eval(request: dict[str, Any]) -> str:
+    return f"{', '.join(request.get('models', []))}: {', '.join(request.get('tasks', []))}"
+
+
+KINDS: dict[str, JobKind] = {
+    k.name: k
+    for k in [
+        JobKind("prune", lambda r: PruneSpec.from_dict(r).validate().to_dict(), _summarize_prune, _run_prune),
+        JobKind("eval", _normalize_eval, _summarize_eval, _run_eval),
+    ]
+}
+
+
+def kind_of(name: str) -> JobKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise UserError(f"unknown job kind {name!r}; choose one of {', '.join(KINDS)}") from None
+
+
+def submit(
+    store: Store,
+    kind: str,
+    request: dict[str, Any],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> int:
+    """Queue a request (a spec's `to_dict()`) as a job; its id. Checks the request (UserError) but
+    loads nothing: pair it with `ensure_worker(store)` so that a job process runs it.
+
+    The job keeps what the request means where it was made: relative paths in it resolve against
+    `cwd` (default: this process's), and `data_dir` is the local data folder to use (the TUI and
+    the CLI pass theirs; None: none, hub datasets).
+    """
+    normalized = kind_of(kind).normalize(request)
+    spec = {
+        "request": normalized,
+        "cwd": os.fspath(Path(cwd or os.getcwd()).absolute()),
+        "data_dir": os.fspath(Path(data_dir).absolute()) if data_dir is not None else None,
+        "out": os.fspath(Path(out).absolute()) if out is not None else None,
+    }
+    return jobs.add_job(store, kind, spec)

@@ -1,0 +1,224 @@
+"""`workbench jobs work`: the process that claims queued jobs and runs each in a child process.
+
+The worker stays light (no torch) and supervises. Each job runs in a process of its own
+(`python -m workbench.jobs.child`), so that its peak memory is the job's alone, a crash or an
+out-of-memory kill ends only that job (the worker records it and goes on), and a cancel that
+the job does not honour in time ends by terminating the process. The child beats and writes
+progress itself; the worker watches for children that end without recording an outcome, and
+escalates cancels: SIGTERM after TERMINATE_AFTER_S, SIGKILL after KILL_AFTER_S.
+
+Every worker holds a shared lock on <store>/worker.lock while it may still claim work.
+`ensure_worker` probes that lock: when no worker holds it and work is queued, it starts one in a
+session of its own (no terminal: closing the one that asked does not end it). A worker that
+finds the queue empty releases the lock and then looks once more, so a job queued while it was
+leaving is never stranded.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from store import jobs
+from store.db import DB_FILE, Store, StoreError, host_name
+from store.jobs import JobInfo
+
+LOCK = "worker.lock"
+WORKER_LOG = "worker.log"  # the output of workers started by ensure_worker
+POLL_S = 0.5
+RECOVER_EVERY_S = 10.0  # jobs of processes that died elsewhere (e.g. a killed foreground CLI)
+TERMINATE_AFTER_S = 10.0  # after the cancel was asked, if the job has not stopped by itself
+KILL_AFTER_S = 15.0
+
+_started: list[subprocess.Popen[bytes]] = []  # workers this process started (reaped when done)
+
+
+def store_location(store: Store) -> str:
+    """What $WORKBENCH_STORE must say for another process to open this store (a database URL
+    with its password: passed in the environment, never on a command line)."""
+    url = store.engine.url
+    if url.get_backend_name() == "sqlite" and url.database == str(store.root / DB_FILE):
+        return str(store.root)
+    return url.render_as_string(hide_password=False)
+
+
+def ensure_worker(store: Store) -> bool:
+    """Start a detached `workbench jobs work` when jobs are queued and no worker is running;
+    whether it started one. Light and quick: the TUI calls it after queueing."""
+    _started[:] = [p for p in _started if p.poll() is None]
+    if not jobs.count_jobs(store, "queued"):
+        return False
+    with (store.root / LOCK).open("a") as lock:
+        try:
+            # Held while starting the worker, so a concurrent caller sees it as running.
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        with (store.root / WORKER_LOG).open("ab") as output:
+            _started.append(
+                subprocess.Popen(
+                    [sys.executable, "-P", "-m", "workbench", "jobs", "work"],
+                    env=os.environ | {"WORKBENCH_STORE": store_location(store)},
+                    cwd=store.root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    return True
+
+
+def worker_running(store: Store) -> bool:
+    """Whether a worker holds the store's worker lock."""
+    with (store.root / LOCK).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+@dataclass
+class _Child:
+    job: JobInfo
+    process: subprocess.Popen[bytes]
+    cancel_seen_at: float | None = None
+
+
+def work(
+    store: Store, *, follow: bool = False, max_parallel: int = 1, say: Callable[[str], None] = print
+) -> int:
+    """Claim and run queued jobs until the queue is empty (with `follow`, until interrupted).
+    At most `max_parallel` jobs run at once on this host, counting other workers' and
+    foreground CLIs' (one GPU: one at a time). Returns how many jobs it ran."""
+    lock = (store.root / LOCK).open("a")
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    children: dict[int, _Child] = {}
+    ran = 0
+    recovered_at = time.monotonic()
+    try:
+        while True:
+            _reap(store, children, say)
+            _escalate_cancels(store, children)
+            if time.monotonic() - recovered_at > RECOVER_EVERY_S:
+                jobs.recover(store)
+                recovered_at = time.monotonic()
+            while len(children) < max_parallel:
+                job = jobs.claim(store, os.getpid(), max_running=max_parallel)
+                if job is None:
+                    break
+                ran += 1
+                child = _spawn(store, job)
+                if child is None:
+                    say(f"job {job.id} failed: its process could not start")
+                    continue
+                children[job.id] = child
+                say(f"job {job.id} ({job.kind}) started: pid {child.process.pid}")
+            if not children and not follow and not jobs.count_jobs(store, "queued"):
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                if not jobs.count_jobs(store, "queued"):
+                    return ran
+                fcntl.flock(lock, fcntl.LOCK_SH)
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        # Ctrl-C on a worker in a terminal reached its children too (one process group): they
+        # stop as cancelled; wait for them, and end those that do not.
+        for id_ in children:
+            with suppress(StoreError):  # it may have just finished
+                jobs.request_cancel(store, id_)
+        deadline = time.monotonic() + KILL_AFTER_S
+        while children and time.monotonic() < deadline:
+            _reap(store, children, say)
+            time.sleep(POLL_S)
+        for child in children.values():
+            child.process.kill()
+            child.process.wait()
+        _reap(store, children, say)
+        raise
+    finally:
+        lock.close()
+
+
+def _spawn(store: Store, job: JobInfo) -> _Child | None:
+    assert job.log_path is not None
+    log = store.root / job.log_path
+    cwd = Path(job.spec.get("cwd") or store.root)
+    if not cwd.is_dir():
+        _note(log, f"the folder the job was queued in, {cwd}, is gone: running in {store.root}")
+        cwd = store.root
+    env = os.environ | {
+        "WORKBENCH_STORE": store_location(store),
+        "TQDM_DISABLE": "1",  # progress goes to the job row; bars would only fill the log
+        "PYTHONUNBUFFERED": "1",  # the log shows what happened up to a crash
+    }
+    with log.open("ab") as output:
+        try:
+            # -P: the job's folder must not shadow the workbench's own modules.
+            process = subprocess.Popen(
+                [sys.executable, "-P", "-m", "workbench.jobs.child", str(job.id)],
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        except OSError as e:
+            jobs.finish(store, job.id, "failed", "failed", error=f"cannot start a job process: {e}")
+            return None
+    jobs.update_running(store, job.id, pid=process.pid)
+    return _Child(job, process)
+
+
+def _reap(store: Store, children: dict[int, _Child], say: Callable[[str], None]) -> None:
+    """Children that ended: a job left `running` gets its outcome from how its process ended."""
+    for id_, child in list(children.items()):
+        code = child.process.poll()
+        if code is None:
+            continue
+        del children[id_]
+        job = jobs.get_job(store, id_)
+        if job.status == "running":
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            if job.cancel_requested:
+                jobs.finish(store, id_, "cancelled", f"cancelled: its process was ended ({how})")
+            else:
+                hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+                jobs.finish(store, id_, "interrupted", "interrupted",
+                            error=f"its process ended without finishing: {how}{hint}")
+            assert job.log_path is not None
+            _note(store.root / job.log_path, f"worker: the job process ended ({how})")
+            job = jobs.get_job(store, id_)
+        removed = jobs.remove_temp_folders(store, child.process.pid, host_name())
+        if removed:
+            assert job.log_path is not None
+            _note(store.root / job.log_path, f"worker: removed the half-written {', '.join(removed)}")
+        say(f"job {id_} {job.status}" + (f": {job.error}" if job.error else ""))
+
+
+def _escalate_cancels(store: Store, children: dict[int, _Child]) -> None:
+    now = time.monotonic()
+    for id_, child in children.items():
+        if child.cancel_seen_at is None:
+            if jobs.get_job(store, id_).cancel_requested:
+                child.cancel_seen_at = now
+            continue
+        waited = now - child.cancel_seen_at
+        if waited > KILL_AFTER_S:
+            child.process.kill()
+        elif waited > TERMINATE_AFTER_S:
+            child.process.terminate()
+
+
+def _note(log: Path, line: str) -> None:
+    with log.open("a", encoding="utf-8") as f:
+        f.write(f"{datetime.now(UTC).astimezone():%Y-%m-%d %H:%M:%S} {line}\n")
