@@ -10,9 +10,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tui_helpers import anyio_backend, app_on, filled_fixture, settle  # noqa: F401  (fixtures)
+from tui_helpers import anyio_backend, app_on, filled_fixture, screen_text, settle  # noqa: F401  (fixtures)
 
 from tui.app import ANSI_THEME, WorkbenchApp, default_theme
+from tui.keybar import KeyBar
 from tui.keymap import load_keymap
 from tui.screens.model_detail import ModelDetailScreen
 from tui.screens.runs import RunsScreen
@@ -58,6 +59,14 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
     assert report["heavy"] == []
 
 
+def test_the_app_module_leaves_the_store_to_a_worker():
+    """tui.app paints before SQLAlchemy, SQLModel and Alembic load: they take most of a second."""
+    code = "import sys, tui.app; print([m for m in ('sqlalchemy', 'sqlmodel', 'alembic') if m in sys.modules])"
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
 def test_the_ansi_theme_on_a_16_colour_terminal():
     assert default_theme({"TERM": "xterm"}) == default_theme({"TERM": "linux"}) == ANSI_THEME
     assert default_theme({"TERM": "xterm-256color"}) == "textual-dark"
@@ -76,6 +85,18 @@ def test_a_keymap_file_maps_binding_ids_to_keys(tmp_path):
     path.write_text("app.runs = \n")
     with pytest.raises(UserError, match="cannot read the keymap"):
         load_keymap(path)
+
+
+@pytest.mark.anyio
+async def test_a_folder_that_is_not_a_store_ends_the_app_with_one_line(tmp_path, capsys):
+    (tmp_path / "workbench.sqlite").write_text("not a database")
+    app = WorkbenchApp(tmp_path, theme="textual-dark")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.5)
+    assert app.return_code == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert said.startswith("workbench: error:") and "is not a SQLite database, so not a workbench store" in said
+    assert "Traceback" not in said
 
 
 @pytest.mark.anyio
@@ -111,3 +132,49 @@ async def test_the_palette_finds_models_runs_and_actions(store, filled):
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, RunsScreen)
+
+
+def test_serve_runs_the_workbench_for_a_browser_on_localhost_only(tmp_path, monkeypatch):
+    import textual_serve.server
+
+    from workbench.cli.main import main
+
+    served = []
+
+    class Server:
+        def __init__(self, command: str, host: str, port: int, title: str) -> None:
+            served.append((command, host, port))
+
+        def serve(self) -> None:
+            pass
+
+    monkeypatch.setattr(textual_serve.server, "Server", Server)
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", "--store", "here", "--data-dir", ".", "--port", "9001"]) == 0
+    command, host, port = served[0]
+    assert (host, port) == ("localhost", 9001)
+    assert command.endswith(f"-m workbench tui --store {tmp_path / 'here'} --data-dir {tmp_path}")
+
+
+@pytest.mark.anyio
+async def test_every_screen_survives_resizing_and_the_key_bar_wraps(store, filled):
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        opens = [lambda: None, lambda: app.open_run(filled["ppm_run"]), lambda: app.open_compare([1, 2, 3]),
+                 lambda: app.open_tradeoff(filled["ppm"]), lambda: app.open_prune_form("llama-base"),
+                 lambda: app.open_eval_form([1]), lambda: app.show_jobs()]  # fmt: skip
+        for open_screen in opens:
+            open_screen()
+            await settle(pilot)
+            for size in ((60, 16), (80, 24)):
+                await pilot.resize_terminal(*size)
+                await settle(pilot)
+                assert app.size == size
+            assert "Palette" in screen_text(app)  # the key bar is still there, its last entry included
+        await pilot.resize_terminal(50, 20)
+        await settle(pilot)
+        bar = app.screen.query_one(KeyBar)
+        assert bar.size.height == len(bar.lines(bar.content_region.width)) >= 2  # wrapped, not cut
+        text = screen_text(app)
+        assert all(entry.description in text for entry in bar.entries())

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from store_fixtures import eval_row
 from tui_helpers import anyio_backend, app_on, filled_fixture, screen_text, settle  # noqa: F401  (fixtures)
 
+from store import queries
 from tui.records import RecordTable
 from tui.screens.compare import CompareScreen
 from tui.screens.model_detail import ModelDetailScreen
 from tui.screens.run_detail import RunDetailScreen
+from tui.screens.tradeoff import TradeoffScreen
 
 pytestmark = pytest.mark.anyio
 
@@ -99,3 +102,30 @@ async def test_compare_of_unpruned_models_hides_retention_and_overlap(store, fil
         assert "Overview" in text and "Metrics" in text and "Retention" not in text and "Overlap" not in text
         metrics = app.screen.query_one("#metrics-table", RecordTable).table.records()
         assert all(r["best"] == "" for r in metrics)  # one value per row: nothing to beat
+
+
+async def test_tradeoff_against_the_parent_colours_by_direction_and_dims_noise(store, filled):
+    with store.write() as s:  # one more metric whose change is within its noise
+        queries.add_evaluations(s, [
+            eval_row(filled["base"], "boolq", "acc,none", 0.600, stderr=0.02),
+            eval_row(filled["ppm"], "boolq", "acc,none", 0.590, stderr=0.02),
+        ])  # fmt: skip
+    app = app_on(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("down", "t")  # llama-ppm-50, against its parent
+        await settle(pilot)
+        assert isinstance(app.screen, TradeoffScreen)
+        table = app.screen.query_one(RecordTable)
+        records = {(r["task"], r["metric"]): r for r in table.table.records()}
+        arc = records[("arc_easy", "acc_norm,none")]
+        assert (arc["parent"], arc["pruned"], arc["noise"]) == (0.62, 0.48, True)
+        assert arc["delta"] == pytest.approx(-0.14) and arc["relative"] == pytest.approx(-0.14 / 0.62)
+        assert records[("model", "parameters")]["pruned"] == 250_000
+        assert records[("boolq", "acc,none")]["noise"] is False
+        rows = list(records)
+        styles = app.screen.view.styles
+        assert styles[(rows.index(("arc_easy", "acc_norm,none")), "delta")] == "red"  # accuracy fell
+        assert styles[(rows.index(("wikitext", "word_perplexity,none")), "delta")] == "red"  # perplexity rose
+        assert styles[(rows.index(("boolq", "acc,none")), "pruned")] == "dim"
+        assert "change" in screen_text(app) and "-22.6%" in screen_text(app)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Input, Select, Static
+from textual.widgets import Input, Select, SelectionList, Static
 from tui_helpers import anyio_backend, app_on, filled_fixture, settle  # noqa: F401  (fixtures)
 
+from tui.forms.evaluate import EvalForm
 from tui.forms.prune import PruneForm
+from tui.screens.jobs import JobsScreen
+from workbench import jobs
 
 pytestmark = pytest.mark.anyio
 
@@ -76,3 +79,39 @@ async def test_calibration_fields_show_only_for_data_driven_scorers(store, fille
         form.query_one("#allocation", Select).value = "global"
         await settle(pilot)
         assert "global allocation: widths differ per layer" in check_line(app)
+
+
+async def test_eval_form_picks_models_and_tasks_checks_and_queues_a_job(store, filled, monkeypatch):
+    monkeypatch.setattr(jobs, "ensure_worker", lambda store: True)  # queued only: no job process here
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("down", "space", "space", "e")  # two models marked (the cursor moves on), then evaluate
+        await settle(pilot)
+        form = app.screen
+        assert isinstance(form, EvalForm)
+        assert sorted(m.name for m in form.chosen.values()) == ["llama-ppm-50", "llama-wanda-25"]
+        assert check_line(app).startswith("name at least one task")
+        await type_into(pilot, "model-filter", "qwen")  # the chosen stay listed while filtering
+        models = form.query_one("#models", SelectionList)
+        assert models.option_count == 3
+        models.select(filled["qwen"])
+        await settle(pilot)
+        assert len(form.chosen) == 3
+        tasks = form.query_one("#tasks", SelectionList)
+        tasks.select("arc_easy")
+        tasks.select("piqa")
+        await settle(pilot)
+        assert check_line(app).startswith("3 models × 2 tasks: arc_easy, piqa")
+        await type_into(pilot, "limit", "2.5")
+        assert check_line(app) == "--limit above 1 counts documents: a whole number, got 2.5"
+        await type_into(pilot, "limit", "100")
+        await type_into(pilot, "batch-size", "big")
+        assert check_line(app) == "--batch-size must be auto or a positive integer, got 'big'"
+        await type_into(pilot, "batch-size", "8")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        job = jobs.list_jobs(store)[0]
+        assert (job.kind, job.request["tasks"], job.request["limit"]) == ("eval", ["arc_easy", "piqa"], 100.0)
+        assert sorted(job.request["models"]) == ["llama-ppm-50", "llama-wanda-25", "qwen-base"]

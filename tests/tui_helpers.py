@@ -23,11 +23,15 @@ def screen_text(app: App[object]) -> str:
 
 
 async def settle(pilot: Pilot[object]) -> None:
-    """Let the workers finish and their messages land."""
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    """Let the workers finish and their messages land, until what they set off has settled too
+    (opening the store mounts a screen, whose mount starts a page worker, ...)."""
+    quiet = 0
+    for _ in range(1000):
+        await pilot.pause(0.01 if quiet == 0 else None)
+        quiet = 0 if any(not w.is_finished for w in pilot.app.workers) else quiet + 1
+        if quiet == 2:  # no worker left, and none started by what the last ones posted
+            return
+    raise TimeoutError("the app's workers never settled")
 
 
 def app_on(store: Store, **kw: object) -> WorkbenchApp:

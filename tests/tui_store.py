@@ -73,10 +73,12 @@ def fill(store: Store) -> dict[str, int]:
         )
         scores = {base.id: (0.62, 0.70, 30.5), ppm.model_id: (0.48, 0.61, 55.2), wanda.model_id: (0.57, 0.66, 38.0)}
         rows = []
-        for model_id, (arc, piqa, ppl) in scores.items():
-            for task, metric, value in (("arc_easy", "acc_norm,none", arc), ("piqa", "acc,none", piqa),
-                                        ("wikitext", "word_perplexity,none", ppl)):  # fmt: skip
-                rows.append(eval_row(model_id, task, metric, value, created_at=T0 + 4 * hour))
+        metrics = (("arc_easy", "acc_norm,none", True), ("piqa", "acc,none", True),
+                   ("wikitext", "word_perplexity,none", False))  # fmt: skip
+        for model_id, values in scores.items():
+            for (task, metric, higher), value in zip(metrics, values, strict=True):
+                settings = {"higher_is_better": higher}  # as the evaluation records lm-eval's direction
+                rows.append(eval_row(model_id, task, metric, value, created_at=T0 + 4 * hour, settings=settings))
         queries.add_evaluations(s, rows)
         assert base.id is not None and qwen.id is not None
         return {

@@ -1,32 +1,45 @@
 """The Textual workbench: `run()` opens it on the store's Models screen.
 
 Layers: this package reads the store through store.queries (plain dataclasses) and uses only the
-light workbench modules (spec, tabular, jobs); torch, transformers and lm_eval load in job
-processes, never here, so the first screen paints fast.
+light workbench modules (spec, tabular, texts, jobs, tradeoff); torch, transformers and lm_eval
+load in job processes, never here.
+
+Starting fast: the screens read the store through SQLAlchemy and SQLModel, and opening it checks
+the schema with Alembic; importing those takes most of a second. So this module imports none of
+them. The app paints the Models frame at once, then a worker imports the Models screen (and with
+it the store's modules) and opens the store, and the Models screen takes over. Every screen is
+imported inside the method that opens it, never at the top of this module.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
-from store.db import Store
-from tui.forms.prune import PruneForm
+from tui.failures import one_line
 from tui.keymap import load_keymap
+from tui.keys import KeysScreen, key_table
+from tui.opening import OpeningScreen
 from tui.palette import StoreCommands, binding_commands
-from tui.screens.compare import CompareScreen
-from tui.screens.model_detail import ModelDetailScreen
-from tui.screens.models import ModelsScreen
-from tui.screens.run_detail import RunDetailScreen
-from tui.screens.runs import RunsScreen
+from workbench import texts
+
+if TYPE_CHECKING:
+    from store.db import Store
+    from tui.screens.jobs import JobsScreen
 
 ANSI_THEME = "ansi-dark"
+OPEN_ONLY = ("quit", "keys", "command_palette")  # the actions there are before the store is open
 
 
 class WorkbenchApp(App[None]):
@@ -36,32 +49,71 @@ class WorkbenchApp(App[None]):
     BINDINGS = [
         Binding("m", "switch_mode('models')", "Models", id="app.models"),
         Binding("r", "switch_mode('runs')", "Runs", id="app.runs"),
+        Binding("j", "switch_mode('jobs')", "Jobs", id="app.jobs"),
         Binding("p", "prune", "Prune", id="app.prune"),
+        Binding("e", "evaluate", "Evaluate", id="app.evaluate"),
         Binding("question_mark", "keys", "Keys", id="app.keys"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
+    @dataclass
+    class Opened(Message):
+        store: Store
+
     def __init__(
         self,
-        store: Store,
+        store: Store | str | os.PathLike[str] | None = None,
         *,
         data_dir: str | os.PathLike[str] | None = None,
         theme: str | None = None,
         keymap: dict[str, str] | None = None,
     ) -> None:
+        """`store`: an open Store, or where one is (as Store.open takes it), opened on a worker."""
         super().__init__()
-        self.store = store
-        self.data_dir = None if data_dir is None else Path(data_dir)
-        self.add_mode("models", lambda: ModelsScreen(store))
-        self.add_mode("runs", lambda: RunsScreen(store))
+        self._location = store
+        self.store: Store | None = None
+        self.data_dir = None if data_dir is None else Path(data_dir)  # passed on to the jobs it queues
+        self._jobs_screen: JobsScreen | None = None
         if theme is not None:
             self.theme = theme
         if keymap:
             self.set_keymap(keymap)
 
+    # Opening ----------------------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen[None]:
+        return OpeningScreen()
+
     def on_mount(self) -> None:
-        self.sub_title = str(self.store.root)
+        # After the first frame is on screen: importing the store's modules would slow its painting.
+        self.call_after_refresh(self._open, self._location)
+
+    @work(thread=True, exclusive=True, group="open-store", exit_on_error=False)
+    def _open(self, location: Store | str | os.PathLike[str] | None) -> None:
+        # The first screen's modules, and with them the store's; the others load when first opened.
+        import tui.screens.models  # noqa: F401
+        from store.db import Store
+
+        self.post_message(self.Opened(location if isinstance(location, Store) else Store.open(location)))
+
+    def on_workbench_app_opened(self, message: Opened) -> None:
+        from tui.screens.models import ModelsScreen
+        from tui.screens.runs import RunsScreen
+
+        store = self.store = message.store
+        self.sub_title = str(store.root)
+        self.add_mode("models", lambda: ModelsScreen(store))
+        self.add_mode("runs", lambda: RunsScreen(store))
+        self.add_mode("jobs", self.jobs_screen)
         self.switch_mode("models")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Without its store the app has nothing to show: leave, saying why in one line.
+        if event.worker.group == "open-store" and event.state is WorkerState.ERROR and event.worker.error:
+            self.exit(return_code=2, message=f"workbench: error: {one_line(event.worker.error)}")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.store is not None or action in OPEN_ONLY
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         seen = set()
@@ -70,30 +122,72 @@ class WorkbenchApp(App[None]):
             yield command
         yield from binding_commands(screen, seen)
 
+    def action_keys(self) -> None:
+        self.push_screen(KeysScreen(key_table(self.screen)))
+
+    # Navigation (tui.navigation.Navigator): each screen imported where it opens ------------------
+
     def action_prune(self) -> None:
-        """The form, with the model under the cursor (Models screen) filled in."""
+        """The form, with the model in view (under the cursor, or the one shown) filled in."""
         model = getattr(self.screen, "current_model", None)
         self.open_prune_form(model.name if model is not None else "")
 
-    def action_keys(self) -> None:
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
-        else:
-            self.action_show_help_panel()
+    def action_evaluate(self) -> None:
+        """The form, with the marked models (Models screen), else the one in view."""
+        marked: list[int] = getattr(self.screen, "marked_ids", [])
+        model = getattr(self.screen, "current_model", None)
+        self.open_eval_form(marked or ([model.id] if model is not None else []))
 
-    # Navigation (tui.navigation.Navigator) --------------------------------------------------------
+    def jobs_screen(self) -> JobsScreen:
+        """The Jobs mode's screen, made when first shown (then it polls while the app runs)."""
+        from tui.screens.jobs import JobsScreen
+
+        if self._jobs_screen is None:
+            self._jobs_screen = JobsScreen(self.opened)
+        return self._jobs_screen
+
+    @property
+    def opened(self) -> Store:
+        assert self.store is not None, "the store opens before any screen that reads it"
+        return self.store
 
     def open_model(self, model_id: int) -> None:
-        self.push_screen(ModelDetailScreen(self.store, model_id))
+        from tui.screens.model_detail import ModelDetailScreen
+
+        self.push_screen(ModelDetailScreen(self.opened, model_id))
 
     def open_run(self, run_id: int) -> None:
-        self.push_screen(RunDetailScreen(self.store, run_id))
+        from tui.screens.run_detail import RunDetailScreen
+
+        self.push_screen(RunDetailScreen(self.opened, run_id))
 
     def open_compare(self, model_ids: Sequence[int]) -> None:
-        self.push_screen(CompareScreen(self.store, list(model_ids)))
+        from tui.screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(self.opened, list(model_ids)))
 
     def open_prune_form(self, model: str = "") -> None:
-        self.push_screen(PruneForm(self.store, model))
+        from tui.forms.prune import PruneForm
+
+        self.push_screen(PruneForm(self.opened, model, self.data_dir))
+
+    def open_eval_form(self, model_ids: Sequence[int] = ()) -> None:
+        from tui.forms.evaluate import EvalForm
+
+        self.push_screen(EvalForm(self.opened, list(model_ids), self.data_dir))
+
+    def open_tradeoff(self, model_id: int) -> None:
+        from tui.screens.tradeoff import TradeoffScreen
+
+        self.push_screen(TradeoffScreen(self.opened, model_id))
+
+    def show_jobs(self, job_id: int | None = None) -> None:
+        """The Jobs screen (its list, not what was opened from it), on job `job_id` if given."""
+        self.switch_mode("jobs")
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        if job_id is not None:
+            self.jobs_screen().show_job(job_id)
 
 
 def default_theme(environ: Mapping[str, str] = os.environ) -> str:
@@ -107,6 +201,7 @@ def default_theme(environ: Mapping[str, str] = os.environ) -> str:
 
 def run(store: str | os.PathLike[str] | None = None, data_dir: str | os.PathLike[str] | None = None) -> int:
     """Open the workbench on a store (a folder or URL; default as Store.open chooses)."""
-    app = WorkbenchApp(Store.open(store), data_dir=data_dir, theme=default_theme(), keymap=load_keymap())
+    data = texts.data_dir(data_dir)
+    app = WorkbenchApp(store, data_dir=data, theme=default_theme(), keymap=load_keymap())
     app.run()
     return app.return_code or 0

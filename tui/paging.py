@@ -103,7 +103,8 @@ class PagedTable(ReportsFailures, DataTable[Any]):
         the screen keeps the cursor where it was), else one page."""
         self._generation += 1
         self._loading = True
-        self._load(self._generation, 0, max(PAGE, len(self.items)) if keep else PAGE)
+        rows = max(PAGE, len(self.items)) if keep else PAGE
+        self._load(self._generation, self.text, self.sort, self.descending, 0, rows)
 
     def filter(self, text: str) -> None:
         if text != self.text:
@@ -116,9 +117,9 @@ class PagedTable(ReportsFailures, DataTable[Any]):
         self.reload()
 
     @work(thread=True, exclusive=True, group="page", exit_on_error=False)
-    def _load(self, generation: int, offset: int, limit: int) -> None:
-        items = self.fetch(self.text, self.sort, self.descending, limit, offset)
-        total = self.count(self.text) if offset == 0 else None
+    def _load(self, generation: int, text: str, sort: str, descending: bool, offset: int, limit: int) -> None:
+        items = self.fetch(text, sort, descending, limit, offset)
+        total = self.count(text) if offset == 0 else None
         if not get_current_worker().is_cancelled:
             self.post_message(self._Page(generation, offset, items, total))
 
@@ -146,7 +147,7 @@ class PagedTable(ReportsFailures, DataTable[Any]):
     def _more(self) -> None:
         if not self._loading and len(self.items) < self.total:
             self._loading = True
-            self._load(self._generation, len(self.items), PAGE)
+            self._load(self._generation, self.text, self.sort, self.descending, len(self.items), PAGE)
 
     @on(DataTable.RowHighlighted)
     def _near_end(self, event: DataTable.RowHighlighted) -> None:

@@ -7,15 +7,17 @@ import asyncio
 from collections.abc import Iterable
 from contextlib import suppress
 from functools import partial
+from typing import TYPE_CHECKING
 
 from textual.app import SystemCommand
 from textual.command import Hit, Hits, Provider
 from textual.screen import Screen
 
-from store import queries
-from store.db import NotFoundError, Store
 from tui.navigation import navigator
 from workbench.tabular import count
+
+if TYPE_CHECKING:
+    from store.queries import ModelInfo, RunSummary
 
 FOUND = 8  # of each kind, per query
 
@@ -36,12 +38,8 @@ def binding_commands(screen: Screen[object], seen: set[str]) -> Iterable[SystemC
 class StoreCommands(Provider):
     """Models and runs found by the words typed (as the lists filter)."""
 
-    @property
-    def store(self) -> Store:
-        return self.app.store  # type: ignore[attr-defined]
-
     async def search(self, query: str) -> Hits:
-        if not query.strip():
+        if not query.strip() or getattr(self.app, "store", None) is None:
             return
         models, runs = await asyncio.to_thread(self._find, query)
         matcher = self.matcher(query)
@@ -60,16 +58,20 @@ class StoreCommands(Provider):
             text = f"run {r.id}: {r.scorer} on {r.base_model_name}{made}"
             yield Hit(max(matcher.match(text), 0.4), matcher.highlight(text), partial(go.open_run, r.id), text=text)
 
-    def _find(self, query: str) -> tuple[list[queries.ModelInfo], list[queries.RunSummary]]:
+    def _find(self, query: str) -> tuple[list[ModelInfo], list[RunSummary]]:
         """Models whose fields hold every word; runs by id ("run 12") and by the other words."""
+        from store import queries  # loaded with the store (tui.app keeps it off the start)
+        from store.db import NotFoundError
+
+        store = self.app.store  # type: ignore[attr-defined]
         words = [w.strip(":#") for w in query.split()]
         words = [w for w in words if w and w.lower() != "run"]
         runs = []
         for word in words:
             if word.isdigit():
                 with suppress(NotFoundError):
-                    runs.append(queries.run_summary(self.store, int(word)))
+                    runs.append(queries.run_summary(store, int(word)))
         text = " ".join(w for w in words if not w.isdigit())
         if text:
-            runs += [r for r in queries.list_runs(self.store, text, limit=FOUND) if r not in runs]
-        return queries.list_models(self.store, query, limit=FOUND), runs
+            runs += [r for r in queries.list_runs(store, text, limit=FOUND) if r not in runs]
+        return queries.list_models(store, query, limit=FOUND), runs

@@ -1,11 +1,14 @@
-"""What the forms share: model names suggested from the store, numbers read from inputs, and the
-base class that checks as you type and launches a job."""
+"""What the forms share: labelled rows of compact fields, model names suggested from the store,
+numbers read from inputs (UserError saying which field is wrong)."""
 
 from __future__ import annotations
 
 import asyncio
 
+from textual.containers import Horizontal, Vertical
 from textual.suggester import Suggester
+from textual.widget import Widget
+from textual.widgets import Input, Label, Select, Static
 
 from store import queries
 from store.db import Store
@@ -38,3 +41,19 @@ def whole(text: str, what: str) -> int:
         return int(text)
     except ValueError:
         raise UserError(f"{what} must be a whole number, got {text!r}") from None
+
+
+def row(label: str, *widgets: Widget) -> Horizontal:
+    return Horizontal(Label(label, classes="label"), Vertical(*widgets, classes="field"), classes="row")
+
+
+def entry(id: str, value: str, placeholder: str = "", suggester: Suggester | None = None) -> Input:
+    return Input(value, placeholder=placeholder, id=id, suggester=suggester, compact=True)
+
+
+def choice(id: str, options: list[tuple[str, str]], value: str) -> Select[str]:
+    return Select(options, value=value, allow_blank=False, id=id, compact=True)
+
+
+def hint(id: str) -> Static:
+    return Static(id=id, classes="hint")

@@ -5,24 +5,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import groupby
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.suggester import Suggester
-from textual.widget import Widget
-from textual.widgets import Header, Input, Label, Select, Static
+from textual.widgets import Header, Input, Select, Static
 
 from store import queries
 from store.db import Store
 from store.queries import ModelInfo
 from tui.failures import one_line
-from tui.forms.fields import ModelNames, number, whole
+from tui.forms.fields import ModelNames, choice, entry, hint, number, row, whole
 from tui.keybar import KeyBar
+from tui.navigation import navigator
 from tui.screens.base import StoreScreen
+from workbench import jobs
 from workbench.errors import UserError
 from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, SCORERS, PruneSpec, planned_widths
 from workbench.tabular import count
@@ -71,22 +72,6 @@ def preview(spec: PruneSpec, model: ModelInfo) -> Preview:
     return Preview(widths, after, model.hidden_size, model.parameters, spec.allocation == "global")
 
 
-def row(label: str, *widgets: Widget) -> Horizontal:
-    return Horizontal(Label(label, classes="label"), Vertical(*widgets, classes="field"), classes="row")
-
-
-def entry(id: str, value: str, placeholder: str = "", suggester: Suggester | None = None) -> Input:
-    return Input(value, placeholder=placeholder, id=id, suggester=suggester, compact=True)
-
-
-def choice(id: str, options: list[tuple[str, str]], value: str) -> Select[str]:
-    return Select(options, value=value, allow_blank=False, id=id, compact=True)
-
-
-def hint(id: str) -> Static:
-    return Static(id=id, classes="hint")
-
-
 class PruneForm(StoreScreen):
     TITLE = "New pruning run"
     BINDINGS = [Binding("ctrl+s", "launch", "Launch", id="form.launch")]
@@ -100,8 +85,9 @@ class PruneForm(StoreScreen):
     class Queued(Message):
         job_id: int
 
-    def __init__(self, store: Store, model: str = "") -> None:
+    def __init__(self, store: Store, model: str = "", data_dir: Path | None = None) -> None:
         super().__init__(store)
+        self.data_dir = data_dir
         self.model_name = model
         self.model: ModelInfo | None = None
         self.spec: PruneSpec | None = None
@@ -211,3 +197,20 @@ class PruneForm(StoreScreen):
         if action == "launch":
             return self.spec is not None
         return super().check_action(action, parameters)
+
+    # Launching --------------------------------------------------------------------------------
+
+    def action_launch(self) -> None:
+        if self.spec is not None:
+            self.launch(self.spec)
+
+    @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
+    def launch(self, spec: PruneSpec) -> None:
+        job_id = jobs.submit(self.store, "prune", spec.to_dict(), data_dir=self.data_dir)
+        jobs.ensure_worker(self.store)
+        self.post_message(self.Queued(job_id))
+
+    def on_prune_form_queued(self, message: Queued) -> None:
+        self.notify(f"queued job {message.job_id}: prune {self.spec.model if self.spec else ''}", title="Queued")
+        self.dismiss()
+        navigator(self).show_jobs(message.job_id)

@@ -31,7 +31,8 @@ class StoreScreen(ReportsFailures, Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "back":
-            return len(self.app.screen_stack) > 1  # a mode's first screen has nowhere to go back to
+            stack = self.app.screen_stack  # a mode's first screen has nowhere to go back to
+            return self in stack and stack.index(self) > 0
         if action == "export":
             return self.exportable() is not None
         return True

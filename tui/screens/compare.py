@@ -15,12 +15,13 @@ from textual.widgets import Header, TabbedContent, TabPane
 
 from store import bitset, queries
 from store.db import Store
-from store.queries import AlignedRow, ModelInfo, RetentionInfo, RunSummary
+from store.queries import ModelInfo, RetentionInfo, RunSummary
 from tui.keybar import KeyBar
-from tui.metrics import higher_is_better
 from tui.records import RecordTable
 from tui.screens.runs import target
 from tui.screens.tabbed import TabbedScreen
+from tui.screens.tradeoff import value
+from workbench import tradeoff
 from workbench.tabular import Column, Table, count, fixed, size
 
 BEST = "bold reverse"
@@ -31,7 +32,7 @@ class Comparison:
     models: list[ModelInfo]
     made_by: dict[int, RunSummary]  # model id -> the run that made it (pruned models only)
     retention: dict[int, tuple[RetentionInfo, ...]]  # model id -> that run's retention
-    metrics: list[AlignedRow]
+    metrics: tuple[tradeoff.Row, ...]  # every metric aligned by task and key, with its direction
 
 
 def gather(store: Store, model_ids: list[int]) -> Comparison:
@@ -42,7 +43,7 @@ def gather(store: Store, model_ids: list[int]) -> Comparison:
             if m.made_by_run_id is not None:
                 run = queries.run_detail(session, m.made_by_run_id)
                 made_by[m.id], retention[m.id] = run, run.retention
-        return Comparison(models, made_by, retention, queries.aligned_evaluations(session, model_ids))
+        return Comparison(models, made_by, retention, tradeoff.compare(session, model_ids).rows)
 
 
 def _key(m: ModelInfo) -> str:
@@ -77,21 +78,21 @@ def metrics(c: Comparison) -> tuple[Table, set[tuple[int, str]]]:
     columns = [
         Column("task"),
         Column("metric"),
-        *(Column(_key(m), m.name, fixed(4), numeric=True) for m in c.models),
+        *(Column(_key(m), m.name, value, numeric=True) for m in c.models),
         Column("best"),
     ]
     rows, best = [], set()
     for i, row in enumerate(c.metrics):
         values = {m.id: row.cells[m.id].value for m in c.models if m.id in row.cells}
         winner = None
-        if len(values) > 1:
-            pick = max if higher_is_better(row.task, row.metric) else min
+        if len(values) > 1 and row.higher_is_better is not None:
+            pick = max if row.higher_is_better else min
             top = pick(values.values())
             winners = [m for m in c.models if values.get(m.id) == top]
             if len(winners) < len(values):  # a tie for all is no best
                 winner = winners[0]
                 best.update((i, _key(w)) for w in winners)
-        rows.append([row.task, row.metric, *(values.get(m.id) for m in c.models), winner.name if winner else ""])
+        rows.append([row.label, row.metric, *(values.get(m.id) for m in c.models), winner.name if winner else ""])
     return Table("metrics", columns, rows), best
 
 

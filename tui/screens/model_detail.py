@@ -91,10 +91,7 @@ def files(folder: Path) -> list[tuple[str, int]]:
 
 class ModelDetailScreen(TabbedScreen):
     TITLE = "Model"
-    BINDINGS = [
-        Binding("t", "tradeoff", "Trade-off", id="model.tradeoff"),
-        Binding("p", "prune", "Prune it", id="model.prune"),
-    ]
+    BINDINGS = [Binding("t", "tradeoff", "Trade-off", id="model.tradeoff")]
 
     @dataclass
     class Loaded(Message):
@@ -157,16 +154,15 @@ class ModelDetailScreen(TabbedScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "tradeoff":
             return self.detail is not None and self.detail.model.parent_id is not None
-        if action == "prune":
-            return self.detail is not None
         return super().check_action(action, parameters)
 
     def action_tradeoff(self) -> None:
         navigator(self).open_tradeoff(self.model_id)
 
-    def action_prune(self) -> None:
-        if self.detail is not None:
-            navigator(self).open_prune_form(self.detail.model.name)
+    @property
+    def current_model(self) -> queries.ModelInfo | None:
+        """The model shown: the app's prune and evaluate keys start from it."""
+        return self.detail.model if self.detail is not None else None
 
 
 def evaluations_table(name: str, rows: tuple[EvaluationInfo, ...]) -> Table:

@@ -63,6 +63,10 @@ class ModelsScreen(ListScreen):
     def current_model(self) -> ModelInfo | None:
         return self.table.current
 
+    @property
+    def marked_ids(self) -> list[int]:
+        return list(self.table.marked)
+
     def action_compare(self) -> None:
         marked = list(self.table.marked)
         if not 2 <= len(marked) <= 4:

@@ -3,6 +3,7 @@ scores, the whole configuration, time per stage and peak memory."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -11,17 +12,19 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Header, Static, TabbedContent, TabPane
+from textual.widgets import Header, Log, Static, TabbedContent, TabPane
 
 from store import queries
-from store.db import Store
+from store.db import NotFoundError, Store
 from store.queries import RetentionInfo, RunDetail
 from tui.bars import column_chart
 from tui.keybar import KeyBar
+from tui.logs import read_log
 from tui.navigation import navigator
 from tui.records import RecordTable
 from tui.screens.runs import percent, removed, target
 from tui.screens.tabbed import TabbedScreen
+from workbench import jobs
 from workbench.tabular import Column, Table, count, fixed, plain, size
 
 SCORE = fixed(4)
@@ -132,6 +135,7 @@ class RunDetailScreen(TabbedScreen):
     @dataclass
     class Loaded(Message):
         run: RunDetail
+        log: str | None  # the tail of its job's log, when it ran as a job
 
     def __init__(self, store: Store, run_id: int) -> None:
         super().__init__(store)
@@ -150,6 +154,8 @@ class RunDetailScreen(TabbedScreen):
             with TabPane("Stages", id="stages"), Vertical():
                 yield RecordTable(id="stages-table")
                 yield Static(id="memory")
+            with TabPane("Log", id="log"):
+                yield Log(id="run-log")
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -157,7 +163,14 @@ class RunDetailScreen(TabbedScreen):
 
     @work(thread=True, exclusive=True, group="run-detail", exit_on_error=False)
     def load(self) -> None:
-        self.post_message(self.Loaded(queries.run_detail(self.store, self.run_id)))
+        run = queries.run_detail(self.store, self.run_id)
+        log = None
+        if run.job_id is not None:
+            with suppress(NotFoundError):  # a job row may have been cleared away
+                path = jobs.log_file(self.store, jobs.get_job(self.store, run.job_id))
+                if path is not None and path.is_file():
+                    log = read_log(path, run.job_id).text
+        self.post_message(self.Loaded(run, log))
 
     def on_run_detail_screen_loaded(self, message: Loaded) -> None:
         run = self.run = message.run
@@ -174,6 +187,10 @@ class RunDetailScreen(TabbedScreen):
         total = sum(run.stage_seconds.values())
         self.query_one("#stages-table", RecordTable).show(stages(run), bars={"seconds": total})
         self.query_one("#memory", Static).update(f"  peak memory {size(run.peak_memory_bytes) or 'not recorded'}")
+        if message.log is None:
+            self.query_one(TabbedContent).hide_tab("log")
+        else:
+            self.query_one("#run-log", Log).write(message.log)
         retention.focus()
         self.refresh_bindings()
 

@@ -11,7 +11,6 @@ import argparse
 import importlib
 import sys
 
-from store.db import StoreError
 from workbench.errors import UserError
 
 COMMAND_MODULES = [
@@ -22,6 +21,7 @@ COMMAND_MODULES = [
     "workbench.cli.runs",
     "workbench.cli.export",
     "workbench.cli.store_cmd",
+    "workbench.cli.serve",
     "workbench.cli.jobs",
 ]
 
@@ -65,6 +65,22 @@ def build_parser() -> Parser:
     return parser
 
 
+def tui_arguments(argv: list[str] | None) -> argparse.Namespace | None:
+    """The options of a plain `workbench` or `workbench tui`, read without the command modules;
+    None for anything else. Those modules load the store's (SQLAlchemy, SQLModel, Alembic: most of
+    a second), which the app loads after its first paint instead."""
+    parser = Parser(prog="workbench", parents=[common_options()], add_help=False)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return args if rest in ([], ["tui"]) else None
+
+
+def is_store_error(error: BaseException) -> bool:
+    """A store.StoreError, looked up rather than imported (see tui_arguments): only the store
+    raises one, so its module is loaded when one arrives."""
+    db = sys.modules.get("store.db")
+    return db is not None and isinstance(error, db.StoreError)
+
+
 def run_tui(args: argparse.Namespace) -> int:
     from tui.app import run
 
@@ -72,17 +88,23 @@ def run_tui(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = tui_arguments(argv)
+    if args is None:  # a command: the whole parser, every command module imported
+        args = build_parser().parse_args(argv)
     handler = getattr(args, "func", run_tui)
     try:
         return handler(args) or 0
-    except (UserError, StoreError) as e:
+    except UserError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
-        return e.exit_code if isinstance(e, UserError) else 2
+        return e.exit_code
     except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error of ours
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not is_store_error(e):
+            raise
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,100 @@
+"""Snapshots of the main screens at 80x24 on a store with fixed names and timestamps
+(pytest-textual-snapshot; `pytest --snapshot-update` rewrites them after a deliberate change)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import pytest
+from textual.pilot import Pilot
+from tui_helpers import app_on, filled_fixture, settle  # noqa: F401  (fixtures)
+from tui_store import T0
+
+from store.tables import Job
+from tui.app import ANSI_THEME, WorkbenchApp
+
+SIZE = (80, 24)
+
+
+def before(*steps: Callable[[WorkbenchApp], object]) -> Callable[[Pilot[None]], Awaitable[None]]:
+    """Run each step on the app, letting its workers land after each; the store's path (a temporary
+    folder) is replaced in the header."""
+
+    async def run(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, WorkbenchApp)
+        await settle(pilot)  # the store opens
+        app.sub_title = "demo store"
+        for step in steps:
+            step(app)
+            await settle(pilot)
+        await pilot.pause(0.1)
+
+    return run
+
+
+@pytest.fixture
+def demo(store, filled):
+    return store, filled
+
+
+def test_models(snap_compare, demo):
+    store, _ = demo
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before())
+
+
+def test_models_in_the_ansi_theme(snap_compare, demo):
+    store, _ = demo
+    assert snap_compare(WorkbenchApp(store, theme=ANSI_THEME), terminal_size=SIZE, run_before=before())
+
+
+def test_runs(snap_compare, demo):
+    store, _ = demo
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before(lambda app: app.switch_mode("runs")))
+
+
+def test_run_detail(snap_compare, demo):
+    store, ids = demo
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before(lambda app: app.open_run(ids["ppm_run"])))
+
+
+def test_model_detail_lineage(snap_compare, demo):
+    store, ids = demo
+    run_before = before(lambda app: app.open_model(ids["ppm"]), lambda app: app.screen.action_tab(1))
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=run_before)
+
+
+def test_compare_metrics(snap_compare, demo):
+    store, ids = demo
+    run_before = before(lambda app: app.open_compare([ids["base"], ids["ppm"], ids["wanda"]]),
+                        lambda app: app.screen.action_tab(1))  # fmt: skip
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=run_before)
+
+
+def test_tradeoff(snap_compare, demo):
+    store, ids = demo
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before(lambda app: app.open_tradeoff(ids["ppm"])))
+
+
+def test_jobs(snap_compare, demo):
+    store, _ = demo
+    with store.write() as s:
+        request = {"request": {"model": "llama-base", "scorer": "wanda", "percent": 30.0}}
+        s.add(Job(kind="prune", spec=request, status="done", progress=1.0, message="done", created_at=T0))
+        s.add(Job(kind="prune", spec=request, status="running", stage="score", progress=0.35, eta_seconds=95,
+                  message="layer 11/30", device="cuda:0", peak_memory_bytes=3 * 2**30,
+                  created_at=T0 + timedelta(minutes=5)))  # fmt: skip
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before(lambda app: app.switch_mode("jobs")))
+
+
+def test_prune_form(snap_compare, demo):
+    store, _ = demo
+    run_before = before(lambda app: app.open_prune_form("llama-base"))
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=run_before)
+
+
+def test_eval_form(snap_compare, demo):
+    store, ids = demo
+    run_before = before(lambda app: app.open_eval_form([ids["ppm"], ids["wanda"]]))
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=run_before)
