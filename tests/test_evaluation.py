@@ -257,3 +257,12 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_without_a_data_folder_lm_evals_hub_tasks_are_asked_for(model_dir, tmp_path, capsys, monkeypatch):
+    """No hub is reachable here (and the tests run offline): the hub task fails to prepare, in one line."""
+    monkeypatch.delenv("WORKBENCH_DATA")
+    code = main(["--store", str(tmp_path / "s"), "eval", str(model_dir), "--tasks", "arc_easy"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot prepare task arc_easy" in err and err.count("\n") == 1, err
+    assert queries.list_models(Store.open(tmp_path / "s")) == []

@@ -176,6 +176,21 @@ class TrackedHFLM(HFLM):
         return result
 
 
+class CancelCheck:
+    """A forward pre-hook that asks the Progress whether to stop (at most every REPORT_EVERY_S), so a
+    cancel lands within one forward pass, even inside a long generation."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self._last = time.monotonic()
+
+    def __call__(self, module: Any, args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last >= REPORT_EVERY_S:
+            self._last = now
+            self.progress.check()
+
+
 def build_lm(model, tokenizer, batch_size: int | str, progress: Progress) -> TrackedHFLM:
     with quiet():
         return TrackedHFLM(RequestCounter(progress), pretrained=model, tokenizer=tokenizer, batch_size=batch_size)

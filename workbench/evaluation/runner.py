@@ -133,7 +133,7 @@ def _evaluate_model(
     row, model, tokenizer = target.load(store, plan.device, plan.dtype)
     load_seconds = time.perf_counter() - started
     rows = [_workbench_row(plan, row.id, m, None) for m in measurements.model_facts(model, row.size_bytes)]
-    check = model.register_forward_pre_hook(_CancelCheck(progress))  # a cancel lands within one forward
+    check = model.register_forward_pre_hook(harness.CancelCheck(progress))  # a cancel lands within one forward
     try:
         lm = None
         for task in sorted(plan.spec.tasks, key=_order):
@@ -277,17 +277,3 @@ def _release(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-class _CancelCheck:
-    """A forward pre-hook that asks the Progress whether to stop (at most every REPORT_EVERY_S)."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self._last = time.monotonic()
-
-    def __call__(self, module: torch.nn.Module, args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last >= harness.REPORT_EVERY_S:
-            self._last = now
-            self.progress.check()
