@@ -58,7 +58,8 @@ def measure_perplexity(
 ) -> list[Measurement]:
     window_len = min(PPL_WINDOW_LEN, _context(model))
     result = perplexity(model, tokenizer, source.heldout, PPL_WINDOWS, window_len, progress=_Within(progress))
-    settings = result.protocol() | {"source": source.name, "overlapping": source.overlapping}
+    protocol = {k: v for k, v in result.protocol().items() if k != "perplexity"}  # the value is the row's
+    settings = protocol | {"source": source.name, "overlapping": source.overlapping}
     return [Measurement(task, "perplexity", result.perplexity, settings, samples=result.windows)]
 
 
