@@ -31,11 +31,7 @@ from typing import Any, Protocol
 
 import platformdirs
 import psutil
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.pool import NullPool
@@ -46,6 +42,7 @@ ARTIFACTS = "artifacts"
 TMP = "tmp"  # artifacts/tmp/<pid>.<token>.<host>: folders being written, not yet in place
 BUSY_TIMEOUT_S = 30
 MIGRATIONS = Path(__file__).with_name("migrations")
+REVISION_FILE = re.compile(r"(\d{4})_\w+\.py")  # migrations/versions/0003_job_device_memory.py: revision 0003
 SQLITE_HEADER = b"SQLite format 3\x00"
 _IMMEDIATE = "workbench_begin_immediate"  # execution option the "begin" event reads
 WRITE_SESSION = "workbench_write"  # Session.info key marking sessions from Store.write()
@@ -116,7 +113,7 @@ class Store:
         revision = _inspect_sqlite(where, create) if where.db_file is not None else None
         engine = _engine(where.url)
         try:
-            if where.db_file is None or revision != _head():
+            if where.db_file is None or revision != head_revision():
                 _migrate(where.url, create)
         except DatabaseError as e:
             engine.dispose()
@@ -288,25 +285,24 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
 
 
 @cache
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory(str(MIGRATIONS))
+def known_revisions() -> tuple[str, ...]:
+    """The schema revisions this code knows, oldest first, read from the file names in
+    migrations/versions rather than through Alembic: importing Alembic takes a quarter of a
+    second, which opening a store already at head need not pay (Alembic loads only to migrate).
+    Revisions are numbered in order, each revising the one before; tests/test_store_migrations.py
+    checks that Alembic reads the same chain."""
+    found = (REVISION_FILE.fullmatch(p.name) for p in (MIGRATIONS / "versions").iterdir())
+    return tuple(sorted(m.group(1) for m in found if m))
 
 
-@cache
-def _known_revisions() -> frozenset[str]:
-    return frozenset(r.revision for r in _scripts().walk_revisions())
-
-
-def _head() -> str:
-    head = _scripts().get_current_head()
-    assert head is not None
-    return head
+def head_revision() -> str:
+    return known_revisions()[-1]
 
 
 def _require_known(revision: str | None, where: str) -> None:
-    if revision is None or revision in _known_revisions():
+    if revision is None or revision in known_revisions():
         return
-    head = _head()
+    head = head_revision()
     if revision.isdigit() and int(revision) > int(head):
         raise StoreError(
             f"store schema {revision} is newer than this workbench knows (head {head}): "
@@ -351,9 +347,9 @@ def _migrate(url: URL, create: bool) -> None:
         with engine.connect() as connection:
             connection.execution_options(**{_IMMEDIATE: True})
             with connection.begin():
-                current = MigrationContext.configure(connection).get_current_revision()
+                current = _current_revision(connection)
                 _require_known(current, shown)
-                if current == _head():
+                if current == head_revision():
                     return
                 if current is None:
                     tables = set(inspect(connection).get_table_names()) - {"alembic_version"}
@@ -364,6 +360,9 @@ def _migrate(url: URL, create: bool) -> None:
                         )
                     if not create:
                         raise StoreError(f"no workbench store at {shown}")
+                from alembic import command  # here only: a store at head never loads Alembic
+                from alembic.config import Config
+
                 config = Config()
                 config.set_main_option("script_location", str(MIGRATIONS))
                 config.attributes["connection"] = connection
@@ -374,3 +373,11 @@ def _migrate(url: URL, create: bool) -> None:
                         raise StoreError(f"upgrading {shown} would break {len(broken)} references; left as it was")
     finally:
         engine.dispose()
+
+
+def _current_revision(connection: Connection) -> str | None:
+    """The schema revision the database records (None for none), read as _inspect_sqlite reads it."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+    return row[0] if row else None

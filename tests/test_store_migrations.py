@@ -1,15 +1,21 @@
-"""Schema migrations: head matches store/tables.py, and an older store upgrades keeping its rows."""
+"""Schema migrations: head matches store/tables.py, Store.open knows the revisions Alembic knows
+(without importing it unless it migrates), and an older store upgrades keeping its rows."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
@@ -17,7 +23,9 @@ from store_fixtures import eval_row
 
 from store import bitset, queries
 from store.check import check
-from store.db import DB_FILE, MIGRATIONS, Store
+from store.db import DB_FILE, MIGRATIONS, Store, head_revision, known_revisions
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _alembic(folder, revision, direction=command.upgrade):
@@ -35,6 +43,28 @@ def test_head_matches_the_tables(store):
     with store.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert diff == [], f"store/tables.py and the migrations differ: write a revision for {diff}"
+
+
+def test_store_open_knows_the_chain_of_revisions_alembic_reads():
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    chain = list(reversed(list(scripts.walk_revisions())))  # oldest first
+    assert known_revisions() == tuple(r.revision for r in chain)
+    assert [r.down_revision for r in chain] == [None, *known_revisions()[:-1]]  # each revises the one before
+    assert head_revision() == scripts.get_current_head()
+
+
+def test_alembic_loads_only_when_there_is_a_migration_to_run(tmp_path):
+    code = "import sys; from store.db import Store; Store.open(sys.argv[1]).close(); print('alembic' in sys.modules)"
+
+    def opening_loads_alembic(location: str) -> bool:
+        env = os.environ | {"PYTHONPATH": str(REPO)}
+        done = subprocess.run([sys.executable, "-c", code, location], env=env, capture_output=True, text=True,
+                              check=True)  # fmt: skip
+        return done.stdout.strip() == "True"
+
+    assert opening_loads_alembic(str(tmp_path / "s"))  # created: migrated to head
+    assert not opening_loads_alembic(str(tmp_path / "s"))
+    assert not opening_loads_alembic(f"sqlite:///{tmp_path / 's' / DB_FILE}")  # a URL store asks the database
 
 
 def _fill_0001(folder):

@@ -67,8 +67,8 @@ def build_parser() -> Parser:
 
 def tui_arguments(argv: list[str] | None) -> argparse.Namespace | None:
     """The options of a plain `workbench` or `workbench tui`, read without the command modules;
-    None for anything else. Those modules load the store's (SQLAlchemy, SQLModel, Alembic: most of
-    a second), which the app loads after its first paint instead."""
+    None for anything else. Those modules load the store's (SQLAlchemy, SQLModel: most of a
+    second), which the app loads after its first paint instead."""
     parser = Parser(prog="workbench", parents=[common_options()], add_help=False)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     return args if rest in ([], ["tui"]) else None
