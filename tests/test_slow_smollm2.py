@@ -12,8 +12,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from store import queries
 from store.db import Store
 from workbench.cli.main import main
-from workbench.model_io import _load_gguf, bundled_gguf, load_model
+from workbench.model_io import _load_gguf, load_model
 from workbench.perplexity import perplexity
+from workbench.sources import bundled_gguf
 from workbench.texts import load_source
 
 pytestmark = pytest.mark.slow

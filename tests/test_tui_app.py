@@ -13,6 +13,7 @@ import pytest
 from tui_helpers import anyio_backend, app_on, filled_fixture, screen_text, settle  # noqa: F401  (fixtures)
 
 from tui.app import ANSI_THEME, WorkbenchApp, default_theme
+from tui.forms.import_model import ImportForm
 from tui.keybar import KeyBar
 from tui.keymap import load_keymap
 from tui.screens.model_detail import ModelDetailScreen
@@ -44,6 +45,8 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
                     await app.workers.wait_for_complete()
                 app.open_compare([ids["ppm"], ids["wanda"]])
                 await app.workers.wait_for_complete()
+                app.open_import_form()
+                await app.workers.wait_for_complete()
                 await pilot.pause()
                 screens = [type(s).__name__ for m in app._screen_stacks.values() for s in m]
             print(json.dumps({{"screens": screens, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
@@ -55,7 +58,7 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"ModelsScreen", "RunsScreen", "PruneForm", "CompareScreen"} <= set(report["screens"])
+    assert {"ModelsScreen", "RunsScreen", "PruneForm", "ImportForm", "CompareScreen"} <= set(report["screens"])
     assert report["heavy"] == []
 
 
@@ -132,6 +135,11 @@ async def test_the_palette_finds_models_runs_and_actions(store, filled):
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, RunsScreen)
+        await pilot.press("ctrl+p", *"Import")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ImportForm)
 
 
 def test_serve_runs_the_workbench_for_a_browser_on_localhost_only(tmp_path, monkeypatch):
@@ -163,7 +171,7 @@ async def test_every_screen_survives_resizing_and_the_key_bar_wraps(store, fille
         await settle(pilot)
         opens = [lambda: None, lambda: app.open_run(filled["ppm_run"]), lambda: app.open_compare([1, 2, 3]),
                  lambda: app.open_tradeoff(filled["ppm"]), lambda: app.open_prune_form("llama-base"),
-                 lambda: app.open_eval_form([1]), lambda: app.show_jobs()]  # fmt: skip
+                 lambda: app.open_eval_form([1]), lambda: app.open_import_form(), lambda: app.show_jobs()]  # fmt: skip
         for open_screen in opens:
             open_screen()
             await settle(pilot)

@@ -7,6 +7,7 @@ from textual.widgets import Input, Select, SelectionList, Static
 from tui_helpers import anyio_backend, app_on, filled_fixture, settle  # noqa: F401  (fixtures)
 
 from tui.forms.evaluate import EvalForm
+from tui.forms.import_model import ImportForm
 from tui.forms.prune import PruneForm
 from tui.screens.jobs import JobsScreen
 from workbench import jobs
@@ -91,7 +92,7 @@ async def test_eval_form_picks_models_and_tasks_checks_and_queues_a_job(store, f
         form = app.screen
         assert isinstance(form, EvalForm)
         assert sorted(m.name for m in form.chosen.values()) == ["llama-ppm-50", "llama-wanda-25"]
-        assert check_line(app).startswith("name at least one task")
+        assert check_line(app) == "name at least one task, e.g. gsm8k, ifeval, truthfulqa_mc1"
         await type_into(pilot, "model-filter", "qwen")  # the chosen stay listed while filtering
         models = form.query_one("#models", SelectionList)
         assert models.option_count == 3
@@ -104,10 +105,10 @@ async def test_eval_form_picks_models_and_tasks_checks_and_queues_a_job(store, f
         await settle(pilot)
         assert check_line(app).startswith("3 models × 2 tasks: arc_easy, piqa")
         await type_into(pilot, "limit", "2.5")
-        assert check_line(app) == "--limit above 1 counts documents: a whole number, got 2.5"
+        assert check_line(app) == "a limit above 1 counts documents: a whole number, got 2.5"
         await type_into(pilot, "limit", "100")
         await type_into(pilot, "batch-size", "big")
-        assert check_line(app) == "--batch-size must be auto or a positive integer, got 'big'"
+        assert check_line(app) == "the batch size must be auto or a positive integer, got 'big'"
         await type_into(pilot, "batch-size", "8")
         await pilot.press("ctrl+s")
         await settle(pilot)
@@ -115,3 +116,48 @@ async def test_eval_form_picks_models_and_tasks_checks_and_queues_a_job(store, f
         job = jobs.list_jobs(store)[0]
         assert (job.kind, job.request["tasks"], job.request["limit"]) == ("eval", ["arc_easy", "piqa"], 100.0)
         assert sorted(job.request["models"]) == ["llama-ppm-50", "llama-wanda-25", "qwen-base"]
+
+
+async def test_import_form_checks_the_source_of_the_kind_chosen_and_the_name(store, filled, tmp_path):
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("i")
+        await settle(pilot)
+        form = app.screen
+        assert isinstance(form, ImportForm)
+        assert check_line(app) == "imports smollm2 as 'smollm2'"  # the bundled model, by default
+        assert form.request is not None and not form.query_one("#source-row").display
+
+        async def choose(kind: str) -> None:
+            form.query_one("#kind", Select).value = kind
+            await settle(pilot)
+
+        await choose("folder")
+        assert check_line(app) == "give a model folder" and form.request is None
+        await type_into(pilot, "source", str(tmp_path / "nothing"))
+        assert check_line(app) == f"no folder {tmp_path / 'nothing'}"
+        await type_into(pilot, "source", str(tmp_path))
+        assert check_line(app) == f"{tmp_path} is not a Hugging Face model folder (no config.json)"
+        (tmp_path / "config.json").write_text("{}")
+        await type_into(pilot, "source", str(tmp_path) + "/")
+        assert check_line(app) == f"imports {tmp_path} as '{tmp_path.name}'"
+        await type_into(pilot, "name", "llama-base")
+        assert check_line(app) == "the store already has a model named 'llama-base': choose another name"
+        assert form.request is None
+        await type_into(pilot, "name", "mine")
+
+        await choose("gguf")
+        assert check_line(app) == f"{tmp_path} is not a .gguf file"
+        await type_into(pilot, "source", str(tmp_path / "model.gguf"))
+        assert check_line(app) == f"GGUF file {tmp_path / 'model.gguf'} does not exist"
+
+        await choose("hub")
+        await type_into(pilot, "source", "SmolLM2")
+        assert check_line(app) == "a hub id is owner/name, got 'SmolLM2'"
+        await type_into(pilot, "source", str(tmp_path))
+        assert check_line(app) == f"{tmp_path} is a model folder, not a hub id"
+        await type_into(pilot, "source", "HuggingFaceTB/SmolLM2-135M-Instruct")
+        assert check_line(app) == "imports HuggingFaceTB/SmolLM2-135M-Instruct as 'mine'"
+        assert form.request is not None and form.request.to_dict() == {
+            "source": "HuggingFaceTB/SmolLM2-135M-Instruct", "name": "mine", "if_missing": False}  # fmt: skip

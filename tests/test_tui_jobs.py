@@ -1,6 +1,6 @@
 """The Jobs screen and launching work: live progress, ETA and log, cancel, retry, errors in the
-job's row; and a pruning run launched from the form, run by a real job process, whose run then
-opens with its retention table."""
+job's row; a pruning run launched from the form, run by a real job process, whose run then opens
+with its retention table; and a model imported from the form the same way."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import os
 import time
 
 import pytest
-from textual.widgets import Log
+from textual.widgets import Input, Log, Select
 from tui_helpers import anyio_backend, app_on, filled_fixture, notices, screen_text, settle  # noqa: F401
 
 from store import jobs as job_rows
 from tui.records import RecordTable
 from tui.screens.jobs import JobsScreen
+from tui.screens.model_detail import ModelDetailScreen
 from tui.screens.run_detail import RunDetailScreen
 from workbench import jobs
 
@@ -97,3 +98,30 @@ async def test_a_pruning_run_launched_from_the_form_runs_and_opens_with_its_rete
         retention = app.screen.query_one("#retention-table", RecordTable).table.formatted()
         assert [row[:3] for row in retention] == [["0", "96", "48"], ["1", "96", "48"], ["2", "96", "48"]]
         assert app.screen.query_one("#run-log", Log).line_count > 1  # the job's log, in its own tab
+
+
+async def test_a_model_imported_from_the_form_runs_as_a_job_and_shows_on_the_models_screen(store, tiny_model_dirs):
+    app = app_on(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert app.screen.table.total == 0  # an empty store
+        await pilot.press("i")
+        await settle(pilot)
+        app.screen.query_one("#kind", Select).value = "folder"
+        app.screen.query_one("#source", Input).value = str(tiny_model_dirs["qwen2"])
+        app.screen.query_one("#name", Input).value = "tiny-qwen"
+        await settle(pilot)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen.jobs)
+        screen = app.screen
+        job_id = max(screen.jobs)
+        assert screen.current.id == job_id and screen.jobs[job_id].kind == "import"
+        await wait_for(pilot, lambda: screen.jobs[job_id].finished)
+        assert screen.jobs[job_id].status == "done", screen.jobs[job_id].error
+        await pilot.press("enter")  # the job's result: the model
+        await settle(pilot)
+        assert isinstance(app.screen, ModelDetailScreen)
+        await pilot.press("escape", "m")
+        await settle(pilot)
+        assert [m.name for m in app.screen.table.items] == ["tiny-qwen"]
+        assert "tiny-qwen" in screen_text(app) and "qwen2" in screen_text(app)

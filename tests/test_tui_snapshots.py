@@ -98,3 +98,8 @@ def test_eval_form(snap_compare, demo):
     store, ids = demo
     run_before = before(lambda app: app.open_eval_form([ids["ppm"], ids["wanda"]]))
     assert snap_compare(app_on(store), terminal_size=SIZE, run_before=run_before)
+
+
+def test_import_form(snap_compare, demo):
+    store, _ = demo
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before(lambda app: app.open_import_form()))

@@ -4,9 +4,9 @@ Layers: this package reads the store through store.queries (plain dataclasses) a
 light workbench modules (spec, tabular, texts, jobs, tradeoff); torch, transformers and lm_eval
 load in job processes, never here.
 
-Starting fast: the screens read the store through SQLAlchemy and SQLModel, and opening it checks
-the schema with Alembic; importing those takes most of a second. So this module imports none of
-them. The app paints the Models frame at once, then a worker imports the Models screen (and with
+Starting fast: the screens read the store through SQLAlchemy and SQLModel; importing those takes
+most of a second (Alembic too, but the store loads it only to migrate). So this module imports
+none of them. The app paints the Models frame at once, then a worker imports the Models screen (and with
 it the store's modules) and opens the store, and the Models screen takes over. Every screen is
 imported inside the method that opens it, never at the top of this module.
 """
@@ -52,6 +52,7 @@ class WorkbenchApp(App[None]):
         Binding("j", "switch_mode('jobs')", "Jobs", id="app.jobs"),
         Binding("p", "prune", "Prune", id="app.prune"),
         Binding("e", "evaluate", "Evaluate", id="app.evaluate"),
+        Binding("i", "import_model", "Import", id="app.import"),
         Binding("question_mark", "keys", "Keys", id="app.keys"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
@@ -138,6 +139,9 @@ class WorkbenchApp(App[None]):
         model = getattr(self.screen, "current_model", None)
         self.open_eval_form(marked or ([model.id] if model is not None else []))
 
+    def action_import_model(self) -> None:
+        self.open_import_form()
+
     def jobs_screen(self) -> JobsScreen:
         """The Jobs mode's screen, made when first shown (then it polls while the app runs)."""
         from tui.screens.jobs import JobsScreen
@@ -175,6 +179,11 @@ class WorkbenchApp(App[None]):
         from tui.forms.evaluate import EvalForm
 
         self.push_screen(EvalForm(self.opened, list(model_ids), self.data_dir))
+
+    def open_import_form(self) -> None:
+        from tui.forms.import_model import ImportForm
+
+        self.push_screen(ImportForm(self.opened))
 
     def open_tradeoff(self, model_id: int) -> None:
         from tui.screens.tradeoff import TradeoffScreen

@@ -84,6 +84,7 @@ class PagedTable(ReportsFailures, DataTable[Any]):
         self.items: list[Any] = []
         self.total = 0
         self.marked: dict[int, Any] = {}  # id -> item, kept across filters and sorts
+        self.loaded = False  # a first page (perhaps empty) has arrived
         self._generation = 0
         self._loading = False
 
@@ -129,6 +130,7 @@ class PagedTable(ReportsFailures, DataTable[Any]):
         if page.generation != self._generation:
             return  # an answer to a filter or sort since replaced
         self._loading = False
+        self.loaded = True
         if page.offset == 0:
             selected = self.current
             self.clear()

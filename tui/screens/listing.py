@@ -63,8 +63,9 @@ class ListScreen(StoreScreen):
         self.table.focus()
 
     def on_screen_resume(self) -> None:
-        # Back from a detail or a form, or switched to: the store may have changed meanwhile.
-        if self.table.items:
+        # Back from a detail or a form, or switched to: the store may have changed meanwhile (an
+        # empty list too: a model may have been imported). Its first load is its own.
+        if self.table.loaded:
             self.table.reload(keep=True)
 
     def action_filter(self) -> None:

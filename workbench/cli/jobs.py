@@ -56,7 +56,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="run queued jobs, each in a process of its own, until the queue is empty",
         description="Claims queued jobs and runs each in a child process; exits when the queue is empty "
-        "(with --follow, keeps waiting for work). The TUI and `prune --detach` start one when needed.",
+        "(with --follow, keeps waiting for work). The TUI and --detach (`prune`, `models import`) start one "
+        "when needed.",
     )
     p.add_argument("--follow", action="store_true", help="stay and wait for new jobs")
     p.add_argument(
@@ -145,9 +146,10 @@ def show(args: argparse.Namespace) -> int:
         print_json(asdict(job) | {"log_file": str(log_file(store, job) or "")})
         return 0
     result = ""
-    if job.kind == "prune" and job.status == "done":
+    if job.kind in ("prune", "import") and job.status == "done":
         r = job.result
-        result = f"run {r.get('run_id')}, model {r.get('model_name')!r} (id {r.get('model_id')})"
+        made_by = f"run {r.get('run_id')}, " if job.kind == "prune" else ""
+        result = f"{made_by}model {r.get('model_name')!r} (id {r.get('model_id')})"
     pairs = [
         ("kind", job.kind),
         ("status", job.status + (" (cancel requested)" if job.cancel_requested and not job.finished else "")),

@@ -9,6 +9,8 @@ from pathlib import Path
 from store import queries
 from store.queries import ModelInfo
 from workbench.cli.common import open_store, print_json
+from workbench.cli.foreground import add_detach_option, run_as_job
+from workbench.sources import ImportRequest
 from workbench.tabular import Column, Table, count, fixed, size
 
 
@@ -16,11 +18,13 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     models = subparsers.add_parser("models", parents=[common], help="import, list, show and remove models")
     sub = models.add_subparsers(dest="models_command", metavar="COMMAND", required=True)
 
-    # `models import` is the engine's (workbench.model_io.import_model); this only parses for it.
+    # `models import` runs as a job (workbench.model_io.import_model), as `prune` does.
     p = sub.add_parser("import", parents=[common], help="import a model into the store as safetensors")
     p.add_argument("source", metavar="SOURCE", help="smollm2, a Hugging Face model folder, a .gguf file, or a hub id")
     p.add_argument("--name", help="its name in the store (default: from the source)")
-    p.add_argument("--if-missing", action="store_true", help="do nothing when it is already in the store")
+    p.add_argument("--if-missing", action="store_true",
+                   help="do nothing when it is already in the store (and queue no job)")  # fmt: skip
+    add_detach_option(p)
     p.set_defaults(func=import_)
 
     p = sub.add_parser("list", parents=[common], help="list the models in the store")
@@ -49,11 +53,18 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def import_(args: argparse.Namespace) -> int:
-    from workbench.model_io import import_model  # the engine: torch and transformers load here
+    """Runs as a job (see workbench.cli.foreground); bad input fails before a job row exists."""
+    request = ImportRequest(args.source, args.name, args.if_missing).validate()
+    from workbench.model_io import check_import  # the engine: torch and transformers load here
 
     store = open_store(args)
-    model = import_model(store, args.source, name=args.name, if_missing=args.if_missing)
-    print(f"model {model.name!r} (id {model.id}) in {store.model_path(model)}")
+    existing = check_import(store, request)
+    if existing is not None:  # --if-missing, and it is there
+        print(f"model {existing.name!r} (id {existing.id}) in {store.model_path(existing)}")
+        return 0
+    job = run_as_job(args, store, "import", request.to_dict(), data=None)
+    if job is not None:  # else --detach: queued
+        print(f"model {job.result['model_name']!r} (id {job.result['model_id']}) in {job.result['folder']}")
     return 0
 
 

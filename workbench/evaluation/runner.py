@@ -32,7 +32,7 @@ import workbench
 from store import queries
 from store.db import Store
 from store.tables import Evaluation
-from workbench import model_io
+from workbench import model_io, sources
 from workbench.devices import dtype_name, resolve_device, resolve_dtype
 from workbench.errors import UserError
 from workbench.evaluation import harness, measurements
@@ -249,10 +249,10 @@ def _named_instruct(store: Store, target: model_io.Target) -> bool:
     if target.source is not None:
         names += [target.source.ref, target.source.default_name]
         if target.source.kind == "bundled":
-            names.append(model_io.BUNDLED_FILE)
+            names.append(sources.BUNDLED_FILE)
     row = target.row
     while row is not None:
-        names += [row.name, row.source_ref] + ([model_io.BUNDLED_FILE] if row.source == "bundled" else [])
+        names += [row.name, row.source_ref] + ([sources.BUNDLED_FILE] if row.source == "bundled" else [])
         row = queries.get_model(store, row.parent_id) if row.parent_id is not None else None
     return any(INSTRUCT_NAME.search(Path(n).name) for n in names if n)
 

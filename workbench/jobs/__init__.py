@@ -12,7 +12,7 @@ Who does what:
 - store.jobs: the rows (claim, progress, outcome, recovery of jobs whose process died).
 - workbench.jobs.worker: `workbench jobs work`, the supervisor, and `ensure_worker`.
 - workbench.jobs.child / execution: the process that runs one job, and running a job here.
-- workbench.jobs.kinds: the registry of job kinds (prune, eval) and `submit`.
+- workbench.jobs.kinds: the registry of job kinds (prune, eval, import) and `submit`.
 """
 
 from __future__ import annotations

@@ -136,7 +136,8 @@ def _run(
         return meter.peak() if meter is not None else None
 
     try:
-        device = resolve_device(job.request.get("device", "auto"))
+        # A request that names no device (an import) runs on the CPU: its memory is the process's.
+        device = resolve_device(job.request.get("device", "cpu"))
         meter = MemoryMeter(device)
         jobs.update_running(store, job.id, device=str(device))
         log.info("device %s", device)

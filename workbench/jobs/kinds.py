@@ -16,6 +16,7 @@ from store import jobs
 from store.db import Store
 from workbench.errors import UserError
 from workbench.progress import Progress
+from workbench.sources import ImportRequest
 from workbench.spec import PruneSpec
 
 
@@ -67,11 +68,25 @@ def _summarize_eval(request: dict[str, Any]) -> str:
     return f"{', '.join(request.get('models', []))}: {', '.join(request.get('tasks', []))}"
 
 
+def _run_import(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
+    from workbench.model_io import import_model
+
+    r = ImportRequest.from_dict(request)
+    model = import_model(job.store, r.source, name=r.name, if_missing=r.if_missing, progress=job.progress)
+    return {"model_id": model.id, "model_name": model.name, "folder": str(job.store.model_path(model))}
+
+
+def _summarize_import(request: dict[str, Any]) -> str:
+    name = request.get("name")
+    return f"import {request.get('source')}" + (f" as {name}" if name else "")
+
+
 KINDS: dict[str, JobKind] = {
     k.name: k
     for k in [
         JobKind("prune", lambda r: PruneSpec.from_dict(r).validate().to_dict(), _summarize_prune, _run_prune),
         JobKind("eval", _normalize_eval, _summarize_eval, _run_eval),
+        JobKind("import", lambda r: ImportRequest.from_dict(r).validate().to_dict(), _summarize_import, _run_import),
     ]
 }
 
