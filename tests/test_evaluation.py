@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import DATA, tiny_model
 
-from store import queries
+from store import jobs, queries
 from store.db import Store
 from workbench.cli.main import main
 from workbench.evaluation import evaluate
@@ -246,6 +246,25 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, model
     assert code == 2 and message in err and err.count("\n") == 1, err
     store = Store.open(store_dir)
     assert queries.list_models(store) == [] and queries.evaluations(store, all_rows=True) == []
+    assert jobs.list_jobs(store) == []  # refused before a job row exists
+
+
+def test_eval_runs_as_a_job_and_detach_queues_one_for_a_worker(model_dir, tmp_path, capsys):
+    store_dir = str(tmp_path / "s")
+    assert main(["--store", store_dir, "eval", str(model_dir), "--tasks", "ppl:wikitext2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    [job] = jobs.list_jobs(Store.open(store_dir))
+    assert (job.kind, job.status, job.result) == ("eval", "done", report)
+
+    assert main(["--store", store_dir, "eval", report["models"][0]["model_name"], "--tasks", "speed", "--detach"]) == 0
+    job_id = int(capsys.readouterr().out)
+    deadline = time.monotonic() + 300
+    while not (job := jobs.get_job(Store.open(store_dir), job_id)).finished:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job.status == "done", job.error
+    rows = queries.evaluations(Store.open(store_dir))
+    assert {r.task for r in rows} >= {"ppl:wikitext2", "speed"}
 
 
 def test_unknown_model_exits_2(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from workbench.cli.foreground import add_detach_option
 from workbench.spec import CHAT_TEMPLATE_MODES, CPU_AUTO_BATCH, DEVICES, DTYPES, TASKS, EvalSpec, parse_batch_size
 
 EPILOG = """tasks:
@@ -45,6 +46,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_detach_option(p)
     p.set_defaults(func=run)
 
 
@@ -63,31 +65,36 @@ def eval_spec_from(args: argparse.Namespace) -> EvalSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs as a job (see workbench.cli.foreground); the report is the job's result."""
     spec = eval_spec_from(args)
-    from workbench.cli.common import TerminalProgress, open_store, print_json
-    from workbench.evaluation import evaluate
+    from workbench.cli.common import open_store, print_json
+    from workbench.cli.foreground import run_as_job
+    from workbench.evaluation import check_request
     from workbench.texts import data_dir
 
     store = open_store(args)
-    with TerminalProgress(enabled=not args.json) as progress:
-        report = evaluate(spec, store, data_dir(getattr(args, "data_dir", None)), progress)
+    data = data_dir(getattr(args, "data_dir", None))
+    check_request(spec, store, data)  # bad input fails here, before a job row exists
+    job = run_as_job(args, store, "eval", spec.to_dict(), data=data, bar=not args.json)
+    if job is None:  # --detach
+        return 0
     if args.json:
-        print_json(report.to_dict())
+        print_json(job.result)
     else:
-        print_report(report)
+        print_report(job.result)
     return 0
 
 
-def print_report(report) -> None:
+def print_report(report: dict) -> None:
     from workbench.tabular import Table
 
-    source = f"local data {report.data}" if report.data else "lm-eval hub datasets"
-    print(f"{report.device} {report.dtype}, batch size {report.batch_size}, {source}")
-    for result in report.models:
-        rows = [m | {"name": metric_label(m)} for m in result.metrics]
+    source = f"local data {report['data']}" if report["data"] else "lm-eval hub datasets"
+    print(f"{report['device']} {report['dtype']}, batch size {report['batch_size']}, {source}")
+    for result in report["models"]:
+        rows = [m | {"name": metric_label(m)} for m in result["metrics"]]
         title = (
-            f"{result.model_name} (model {result.model_id}): loaded in {result.load_seconds:.1f}s, "
-            f"{result.seconds:.1f}s in all"
+            f"{result['model_name']} (model {result['model_id']}): loaded in {result['load_seconds']:.1f}s, "
+            f"{result['seconds']:.1f}s in all"
         )
         Table.of(title, _columns(), rows).render()
 

@@ -83,6 +83,13 @@ class _Plan:
     job_id: int | None
 
 
+def check_request(spec: EvalSpec, store: Store, data: Path | None = None) -> None:
+    """Everything `evaluate` checks before it loads weights, writing nothing: a front end calls it
+    before queueing a job, so that bad input fails at once (UserError)."""
+    with tempfile.TemporaryDirectory(prefix="workbench-eval-") as folder:
+        _checked(spec, store, data, Path(folder), job_id=None)
+
+
 def evaluate(
     spec: EvalSpec,
     store: Store,
@@ -91,6 +98,31 @@ def evaluate(
     job_id: int | None = None,
 ) -> EvalReport:
     progress = progress or Progress()
+    with tempfile.TemporaryDirectory(prefix="workbench-eval-") as folder:
+        plan, targets, labels, chats = _checked(spec, store, data, Path(folder), job_id)
+        progress.weights = {
+            f"{label}:{task}": weight for label in labels for task, weight in _weights(spec.tasks).items()
+        }
+        results = []
+        for target, label, chat in zip(targets, labels, chats, strict=True):
+            results.append(_evaluate_model(plan, store, target, label, chat, progress))
+            _release(plan.device)  # this model's weights go before the next one loads
+    progress.finish()
+    return EvalReport(
+        spec=spec.to_dict(),
+        device=str(plan.device),
+        dtype=dtype_name(plan.dtype),
+        batch_size=plan.batch_size,
+        lm_eval_version=plan.harness.version if plan.harness else None,
+        data=str(data) if data is not None else None,
+        models=results,
+    )
+
+
+def _checked(
+    spec: EvalSpec, store: Store, data: Path | None, folder: Path, job_id: int | None
+) -> tuple[_Plan, list[model_io.Target], list[str], list[dict[str, bool]]]:
+    """The request checked and settled; lm-eval task files are written into `folder`."""
     spec.validate()
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
@@ -99,30 +131,13 @@ def evaluate(
     sources = {t: load_source(t.removeprefix(PPL_PREFIX), data) for t in spec.tasks if t.startswith(PPL_PREFIX)}
     lm_names = [t for t in spec.tasks if not _builtin(t)]
     batch_size = spec.batch_size if spec.batch_size != "auto" or device.type == "cuda" else CPU_AUTO_BATCH
-    with tempfile.TemporaryDirectory(prefix="workbench-eval-") as folder:
-        prepared = harness.prepare(spec, lm_names, data, Path(folder)) if lm_names else None
-        chats = [
-            _chat_choices(spec.chat_template, store, target, label, prepared)
-            for target, label in zip(targets, labels, strict=True)
-        ]
-        progress.weights = {
-            f"{label}:{task}": weight for label in labels for task, weight in _weights(spec.tasks).items()
-        }
-        plan = _Plan(spec, device, dtype, batch_size, sources, prepared, job_id)
-        results = []
-        for target, label, chat in zip(targets, labels, chats, strict=True):
-            results.append(_evaluate_model(plan, store, target, label, chat, progress))
-            _release(device)  # this model's weights go before the next one loads
-    progress.finish()
-    return EvalReport(
-        spec=spec.to_dict(),
-        device=str(device),
-        dtype=dtype_name(dtype),
-        batch_size=batch_size,
-        lm_eval_version=prepared.version if prepared else None,
-        data=str(data) if data is not None else None,
-        models=results,
-    )
+    prepared = harness.prepare(spec, lm_names, data, folder) if lm_names else None
+    chats = [
+        _chat_choices(spec.chat_template, store, target, label, prepared)
+        for target, label in zip(targets, labels, strict=True)
+    ]
+    plan = _Plan(spec, device, dtype, batch_size, sources, prepared, job_id)
+    return plan, targets, labels, chats
 
 
 def _evaluate_model(
