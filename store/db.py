@@ -43,7 +43,6 @@ TMP = "tmp"  # artifacts/tmp/<pid>.<token>.<host>: folders being written, not ye
 BUSY_TIMEOUT_S = 30
 MIGRATIONS = Path(__file__).with_name("migrations")
 REVISION_FILE = re.compile(r"(\d{4})_\w+\.py")  # migrations/versions/0003_job_device_memory.py: revision 0003
-SQLITE_HEADER = b"SQLite format 3\x00"
 _IMMEDIATE = "workbench_begin_immediate"  # execution option the "begin" event reads
 WRITE_SESSION = "workbench_write"  # Session.info key marking sessions from Store.write()
 
@@ -253,12 +252,12 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
         return None
     if not path.is_file():
         raise StoreError(f"{path} is not a file, so not a workbench store")
-    with path.open("rb") as f:
-        header = f.read(len(SQLITE_HEADER))
-    if not header:
+    if path.stat().st_size == 0:
         return None  # SQLite reads an empty file as an empty database
-    if header != SQLITE_HEADER:
-        raise StoreError(f"{path} is not a SQLite database, so not a workbench store")
+    # Only SQLite opens the file, never a plain open(): closing any descriptor of it drops every
+    # POSIX lock this process holds on it, its open connections' too (a second Store.open in one
+    # process), and another process may then take itself for the last user of the WAL and remove
+    # it while this one still commits there.
     # Without a -wal file the main file holds everything and `immutable` reads it taking no lock
     # and creating nothing; with one, a plain read-only open sees the committed WAL frames too.
     live = path.with_name(path.name + "-wal").exists()
@@ -273,6 +272,8 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
         finally:
             connection.close()
     except sqlite3.DatabaseError as e:
+        if "not a database" in str(e):  # SQLite's word for a file without its header
+            raise StoreError(f"{path} is not a SQLite database, so not a workbench store") from None
         raise StoreError(f"{path} cannot be read as a SQLite database ({e})") from None
     if row is None and tables - {"alembic_version"}:
         raise StoreError(

@@ -8,6 +8,10 @@ Claiming takes the write lock (BEGIN IMMEDIATE on SQLite) and moves the row with
 `UPDATE ... WHERE status = 'queued'`, so two processes never claim the same job; the lock also
 makes the per-host limit on running jobs exact.
 
+A job may wait for another (`after_job_id`: an evaluation for the pruning that makes its model).
+It is claimed only once that one is done; when that one ends any other way, the waiting job
+fails, saying so in one line, and so in turn do the jobs waiting for it.
+
 A job is dead, and becomes `interrupted`, when it is `running` but its heartbeat is not fresh
 and its process is gone: looked up by pid on this host (a pid reused by a younger process does
 not count), judged by a long silence on another host. `recover` runs on every `Store.open`.
@@ -19,14 +23,15 @@ Light: the TUI lists, cancels and retries jobs through this module (no torch, no
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 import psutil
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from store.db import ARTIFACTS, TMP, NotFoundError, Store, StoreError, host_name
@@ -63,6 +68,7 @@ class JobInfo:
     error: str | None  # why it failed, in one line
     log_path: str | None  # relative to the store folder
     result: dict[str, Any]  # a done job's report; {"error_type": ...} for a failed one
+    after_job_id: int | None  # claimed only once that job is done
 
     @property
     def finished(self) -> bool:
@@ -104,19 +110,36 @@ def list_jobs(
         return [JobInfo(*row) for row in session.connection().execute(stmt)]
 
 
+def jobs_by_id(source: Store | Session, ids: Iterable[int]) -> dict[int, JobInfo]:
+    """These jobs (those that exist), by id."""
+    stmt = select(*_COLUMNS).where(Job.id.in_(list(ids)))
+    with _reading(source) as session:
+        return {row.id: JobInfo(*row) for row in session.connection().execute(stmt)}
+
+
 def count_jobs(source: Store | Session, status: str) -> int:
     with _reading(source) as session:
         return session.scalar(select(func.count(Job.id)).where(Job.status == status)) or 0
 
 
-def add_job(store: Store, kind: str, spec: dict[str, Any]) -> int:
-    """Queue a job; its id."""
-    with store.write() as session:
-        job = Job(kind=kind, spec=spec)
+def add_job(target: Store | Session, kind: str, spec: dict[str, Any], *, after: int | None = None) -> int:
+    """Queue a job (in a transaction of its own, or in the caller's, a session from
+    `store.write()`), to be claimed only once job `after`, if given, is done; its id."""
+    with _writing(target) as session:
+        job = Job(kind=kind, spec=spec, after_job_id=after, message=f"waits for job {after}" if after else "")
         session.add(job)
         session.flush()
         assert job.id is not None
         return job.id
+
+
+@contextmanager
+def _writing(target: Store | Session) -> Iterator[Session]:
+    if isinstance(target, Session):
+        yield target
+    else:
+        with target.write() as session:
+            yield session
 
 
 def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int | None = None) -> JobInfo | None:
@@ -124,11 +147,19 @@ def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int
     unless `max_running` jobs already run on this host. Its log file exists when this returns."""
     host = host_name()
     with store.write() as session:
+        fail_orphans(session)
         if max_running is not None:
             running = session.scalar(select(func.count(Job.id)).where(Job.status == "running", Job.host == host))
             if (running or 0) >= max_running:
                 return None
-        queued = select(Job.id).where(Job.status == "queued").order_by(Job.id).limit(1)
+        waited = aliased(Job)
+        queued = (
+            select(Job.id)
+            .outerjoin(waited, waited.id == Job.after_job_id)
+            .where(Job.status == "queued", or_(Job.after_job_id.is_(None), waited.status == "done"))
+            .order_by(Job.id)
+            .limit(1)
+        )
         if job_id is not None:
             queued = queued.where(Job.id == job_id)
         # Under SQLite's write lock the first candidate is ours; another database may let a
@@ -148,6 +179,31 @@ def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int
                 path.touch()
                 return get_job(session, candidate)
     return None
+
+
+def fail_orphans(session: Session) -> list[int]:
+    """Fail the queued jobs that wait for a job which ended other than done, and those waiting for
+    them in turn, in the caller's write transaction; their ids."""
+    failed: list[int] = []
+    waited = aliased(Job)
+    while True:
+        orphans = session.execute(
+            select(Job.id, waited.id, waited.status)
+            .join(waited, waited.id == Job.after_job_id)
+            .where(Job.status == "queued", waited.status.in_(RETRYABLE))
+        ).all()
+        if not orphans:
+            return failed
+        now = utcnow()
+        for id_, after, status in orphans:
+            how = "failed" if status == "failed" else f"was {status}"
+            session.execute(
+                update(Job)
+                .where(Job.id == id_, Job.status == "queued")
+                .values(status="failed", message="failed", error=f"waits for job {after}, which {how}",
+                        result={"error_type": "DependencyFailed"}, finished_at=now)
+            )  # fmt: skip
+            failed.append(id_)
 
 
 def update_running(store: Store, job_id: int, **values: Any) -> bool:
@@ -212,12 +268,19 @@ def request_cancel(store: Store, job_id: int) -> JobInfo:
 
 def retry(store: Store, job_id: int) -> int:
     """Queue a failed, cancelled or interrupted job again as a new job (the old row stays as
-    history, with its log); the new job's id."""
+    history, with its log), waiting for what it waited for; the new job's id."""
     with store.write() as session:
         job = get_job(session, job_id)
         if job.status not in RETRYABLE:
             raise StoreError(f"job {job_id} is {job.status}: only failed, cancelled or interrupted jobs are retried")
-        new = Job(kind=job.kind, spec=job.spec, message=f"retry of job {job_id}")
+        if job.after_job_id is not None:
+            waited = get_job(session, job.after_job_id)
+            if waited.status in RETRYABLE:
+                raise StoreError(
+                    f"job {job_id} waits for job {waited.id}, which {waited.status} (its request names that job): "
+                    "run again what queued them both (e.g. the sweep)"
+                )
+        new = Job(kind=job.kind, spec=job.spec, after_job_id=job.after_job_id, message=f"retry of job {job_id}")
         session.add(new)
         session.flush()
         assert new.id is not None

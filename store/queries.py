@@ -26,7 +26,7 @@ from sqlmodel import Session
 
 from store import bitset
 from store.db import WRITE_SESSION, NotFoundError, Store, StoreError
-from store.tables import Evaluation, LayerRetention, Model, PruningRun
+from store.tables import Evaluation, LayerRetention, Model, PruningRun, Study, StudyItem
 
 Source = Store | Session
 
@@ -623,6 +623,9 @@ def remove_model(store: Store, ref: str | int, *, force: bool = False) -> Remova
                 f"model {model.name!r} is still needed: {needed}. Remove those first, or force it "
                 "(deletes the runs that pruned it and its evaluations, unlinks the rest)"
             )
+        # Studies keep their history: what pointed at the model or its deleted runs points nowhere.
+        session.execute(update(Study).where(Study.base_model_id == model.id).values(base_model_id=None))
+        session.execute(update(StudyItem).where(StudyItem.run_id.in_(pruned_by)).values(run_id=None))
         session.execute(delete(LayerRetention).where(LayerRetention.run_id.in_(pruned_by)))
         session.execute(delete(PruningRun).where(PruningRun.id.in_(pruned_by)))
         session.execute(update(PruningRun).where(PruningRun.id.in_(made_by)).values(result_model_id=None))

@@ -116,10 +116,10 @@ class Evaluation(SQLModel, table=True):
 
 
 class Job(SQLModel, table=True):
-    """A unit of background work (a pruning or an evaluation) and where it stands."""
+    """A unit of background work (a pruning, an evaluation, an import) and where it stands."""
 
     id: int | None = Field(default=None, primary_key=True)
-    kind: str  # prune | eval
+    kind: str  # prune | eval | import
     spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default="queued", index=True)  # queued|running|done|failed|cancelled|interrupted
     stage: str = ""
@@ -139,3 +139,34 @@ class Job(SQLModel, table=True):
     error: str | None = None
     log_path: str | None = None  # relative to the store folder
     result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Claimed only once this job is done; its failing (or being cancelled) fails this one.
+    after_job_id: int | None = Field(default=None, foreign_key="job.id")
+
+
+class Study(SQLModel, table=True):
+    """A named sweep over scorers, targets and calibration sources of one base model."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    base_model: str  # MODEL as the sweep named it (a stored name, smollm2, a folder...)
+    base_model_id: int | None = Field(default=None, foreign_key="model.id")  # None until it is imported
+    request: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # the latest
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class StudyItem(SQLModel, table=True):
+    """What a study asked for: one configuration's pruning (a job, or a finished run reused), one
+    evaluation job of a configuration's model (`key` "base" for the base model), or the import
+    of the base model."""
+
+    __table_args__ = (Index("ix_studyitem_study_key", "study_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    study_id: int = Field(foreign_key="study.id")
+    key: str  # the configuration, as canonical JSON; "base" for the base model
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    role: str  # import | prune | eval
+    job_id: int | None = Field(default=None, foreign_key="job.id")
+    run_id: int | None = Field(default=None, foreign_key="pruningrun.id")  # a finished run reused
+    created_at: datetime = Field(default_factory=utcnow)

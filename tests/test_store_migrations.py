@@ -110,7 +110,7 @@ def test_a_store_at_schema_0001_upgrades_on_open_and_keeps_its_rows(tmp_path):
 
     with Store.open(folder) as store:
         with store.engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
             indexes = set(connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars())
         assert {"ix_evaluation_model_task_metric", "ix_pruningrun_scorer", "ix_pruningrun_created_at"} <= indexes
 
@@ -140,4 +140,27 @@ def test_downgrading_to_0001_and_opening_again_round_trips(store):
     connection.close()
     assert "job" not in tables
     with Store.open(folder) as reopened, reopened.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+
+
+def test_a_store_at_schema_0003_upgrades_keeping_its_jobs(tmp_path):
+    """0004 rebuilds the job table (a new foreign key): its rows, and what points at them, stay."""
+    folder = tmp_path / "old"
+    folder.mkdir()
+    _alembic(folder, "0003")
+    now = datetime(2025, 1, 2, 3, 4, 5).isoformat(sep=" ")
+    connection = sqlite3.connect(folder / DB_FILE)
+    connection.execute(
+        "INSERT INTO job (id, kind, spec, status, stage, progress, message, cancel_requested, created_at, result, "
+        "device, peak_memory_bytes) VALUES (7, 'prune', '{\"request\": {}}', 'done', 'save', 1.0, 'done', 0, ?, "
+        "'{\"model_id\": 1}', 'cpu', 1024)",
+        (now,),
+    )
+    connection.commit()
+    connection.close()
+    with Store.open(folder) as store:
+        from store import jobs
+
+        job = jobs.get_job(store, 7)
+        assert (job.status, job.result, job.device, job.after_job_id) == ("done", {"model_id": 1}, "cpu", None)
+        assert check(store).foreign_keys == ()

@@ -106,7 +106,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(tmp_path):
     before = snapshot(folder)
     with pytest.raises(StoreError) as refused:
         Store.open(folder)
-    expected = "store schema 0099 is newer than this workbench knows (head 0003): upgrade the workbench"
+    expected = "store schema 0099 is newer than this workbench knows (head 0004): upgrade the workbench"
     assert str(refused.value) == expected
     assert snapshot(folder) == before
 

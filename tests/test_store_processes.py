@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from sqlalchemy import func, select
 from store_fixtures import add_model, worker
 
-from store import queries
+from store import jobs, queries
 from store.check import check
 from store.db import Store
 from store.tables import Evaluation, LayerRetention, Model, PruningRun
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _wait_for(path: Path, process, limit_s: float = 60) -> None:
@@ -71,3 +76,28 @@ def test_two_processes_writing_at_once_both_succeed(tmp_path):
         assert session.scalar(select(func.count(Evaluation.id))) == 2 * (n - runs)
         report = check(store)  # (these rows have no files: only the database's own checks apply)
         assert report.integrity == () and report.foreign_keys == ()
+
+
+def test_opening_a_store_twice_in_one_process_keeps_its_commits_visible_to_other_processes(tmp_path):
+    """Store.open reads the file only through SQLite: a plain open() and close() of it would drop
+    this process's locks, and the next process to close would take itself for the WAL's last user
+    and remove it, leaving this process committing to a deleted file."""
+    location = tmp_path / "store"
+    code = "import sys; from store import jobs; from store.db import Store; " \
+        "print(len(jobs.list_jobs(Store.open(sys.argv[1]))))"
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+
+    def count_elsewhere() -> int:
+        done = subprocess.run([sys.executable, "-c", code, str(location)], env=env, capture_output=True, text=True,
+                              check=True)  # fmt: skip
+        return int(done.stdout)
+
+    first = Store.open(location)
+    jobs.add_job(first, "prune", {})
+    second = Store.open(location)
+    assert count_elsewhere() == 1  # that process opened and closed the store
+    jobs.add_job(first, "prune", {})
+    jobs.add_job(second, "prune", {})
+    assert count_elsewhere() == 3
+    first.close()
+    second.close()

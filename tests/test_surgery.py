@@ -97,15 +97,17 @@ def test_biases_are_sliced_with_their_rows():
         torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-5, rtol=0)
 
 
-def test_global_allocation_differs_per_layer_with_the_uniform_total():
+def test_global_allocation_moves_width_to_where_scores_are_high_with_the_uniform_total():
     model = tiny_model("llama", num_hidden_layers=4)
-    with torch.no_grad():  # in layer 2, 64 of 96 neurons stand far above the layer's mean
-        glu_mlps(model)[2].gate_proj.weight[:64].mul_(5)
-    uniform = plan_for(model, "l2", percent=50, divisor=8)
-    global_ = plan_for(model, "l2", percent=50, divisor=8, allocation="global")
-    assert sum(p.kept_width for p in global_) == sum(p.kept_width for p in uniform) == 4 * 48
+    with torch.no_grad():  # in layer 1, 40 of 96 neurons are nearly dead: far below the layer's median
+        for proj in ("gate_proj", "up_proj"):
+            getattr(glu_mlps(model)[1], proj).weight[:40].mul_(0.01)
+    uniform = plan_for(model, "l2", percent=25, divisor=8)
+    global_ = plan_for(model, "l2", percent=25, divisor=8, allocation="global")
+    assert sum(p.kept_width for p in global_) == sum(p.kept_width for p in uniform) == 4 * 72
     widths = [p.kept_width for p in global_]
-    assert widths[2] == max(widths) > 48
+    assert widths[1] == min(widths) <= 56 and max(widths) > 72
+    assert not set(range(40)) & set(global_[1].keep.tolist())  # the dead neurons go first
     assert all(w % 8 == 0 and w >= 16 for w in widths)  # multiples of 8, floor 10% -> 16
 
 

@@ -31,12 +31,14 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
         import asyncio, json, sys
         sys.path.insert(0, {str(REPO / "tests")!r})
         from store.db import Store
+        from study_store import fill_study
         from tui_store import fill
         from tui.app import WorkbenchApp
 
         async def main():
             store = Store.open({str(tmp_path / "store")!r})
             ids = fill(store)
+            fill_study(store)
             app = WorkbenchApp(store)
             async with app.run_test(size=(80, 24)) as pilot:
                 await pilot.pause()
@@ -47,6 +49,12 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
                 await app.workers.wait_for_complete()
                 app.open_import_form()
                 await app.workers.wait_for_complete()
+                app.switch_mode("studies")
+                await app.workers.wait_for_complete()
+                app.open_study("smol-study")
+                for _ in range(3):  # its trade-off, chart and specialisation tabs
+                    await app.workers.wait_for_complete()
+                    await pilot.press("right_square_bracket")
                 await pilot.pause()
                 screens = [type(s).__name__ for m in app._screen_stacks.values() for s in m]
             print(json.dumps({{"screens": screens, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
@@ -58,7 +66,8 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"ModelsScreen", "RunsScreen", "PruneForm", "ImportForm", "CompareScreen"} <= set(report["screens"])
+    assert {"ModelsScreen", "RunsScreen", "PruneForm", "ImportForm", "CompareScreen", "StudiesScreen",
+            "StudyScreen"} <= set(report["screens"])
     assert report["heavy"] == []
 
 

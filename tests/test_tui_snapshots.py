@@ -1,4 +1,4 @@
-"""Snapshots of the main screens at 80x24 on a store with fixed names and timestamps
+"""Snapshots of the main screens at 80x24 on stores with fixed names and timestamps
 (pytest-textual-snapshot; `pytest --snapshot-update` rewrites them after a deliberate change)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
+from study_store import NAME, fill_study
 from textual.pilot import Pilot
 from tui_helpers import app_on, filled_fixture, settle  # noqa: F401  (fixtures)
 from tui_store import T0
@@ -103,3 +104,23 @@ def test_eval_form(snap_compare, demo):
 def test_import_form(snap_compare, demo):
     store, _ = demo
     assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before(lambda app: app.open_import_form()))
+
+
+@pytest.fixture
+def study(store):
+    fill_study(store)
+    return store
+
+
+def test_studies(snap_compare, study):
+    assert snap_compare(app_on(study), terminal_size=SIZE, run_before=before(lambda app: app.switch_mode("studies")))
+
+
+def test_study_tradeoff(snap_compare, study):
+    run_before = before(lambda app: app.open_study(NAME), lambda app: app.screen.action_tab(1))
+    assert snap_compare(app_on(study), terminal_size=SIZE, run_before=run_before)
+
+
+def test_study_chart(snap_compare, study):
+    run_before = before(lambda app: app.open_study(NAME), lambda app: app.screen.action_tab(2))
+    assert snap_compare(app_on(study), terminal_size=SIZE, run_before=run_before)

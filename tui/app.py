@@ -50,6 +50,7 @@ class WorkbenchApp(App[None]):
         Binding("m", "switch_mode('models')", "Models", id="app.models"),
         Binding("r", "switch_mode('runs')", "Runs", id="app.runs"),
         Binding("j", "switch_mode('jobs')", "Jobs", id="app.jobs"),
+        Binding("S", "switch_mode('studies')", "Studies", id="app.studies"),
         Binding("p", "prune", "Prune", id="app.prune"),
         Binding("e", "evaluate", "Evaluate", id="app.evaluate"),
         Binding("i", "import_model", "Import", id="app.import"),
@@ -100,11 +101,13 @@ class WorkbenchApp(App[None]):
     def on_workbench_app_opened(self, message: Opened) -> None:
         from tui.screens.models import ModelsScreen
         from tui.screens.runs import RunsScreen
+        from tui.screens.studies import StudiesScreen
 
         store = self.store = message.store
         self.sub_title = str(store.root)
         self.add_mode("models", lambda: ModelsScreen(store))
         self.add_mode("runs", lambda: RunsScreen(store))
+        self.add_mode("studies", lambda: StudiesScreen(store))
         self.add_mode("jobs", self.jobs_screen)
         self.switch_mode("models")
 
@@ -169,6 +172,11 @@ class WorkbenchApp(App[None]):
         from tui.screens.compare import CompareScreen
 
         self.push_screen(CompareScreen(self.opened, list(model_ids)))
+
+    def open_study(self, name: str) -> None:
+        from tui.screens.study import StudyScreen
+
+        self.push_screen(StudyScreen(self.opened, name))
 
     def open_prune_form(self, model: str = "") -> None:
         from tui.forms.prune import PruneForm

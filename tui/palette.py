@@ -1,5 +1,5 @@
-"""The command palette (ctrl+p): every action of the screen by its name, and the store's models
-and runs by theirs."""
+"""The command palette (ctrl+p): every action of the screen by its name, and the store's models,
+runs and studies by theirs."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from workbench.tabular import count
 
 if TYPE_CHECKING:
     from store.queries import ModelInfo, RunSummary
+    from store.studies import StudySummary
 
 FOUND = 8  # of each kind, per query
 
@@ -36,12 +37,12 @@ def binding_commands(screen: Screen[object], seen: set[str]) -> Iterable[SystemC
 
 
 class StoreCommands(Provider):
-    """Models and runs found by the words typed (as the lists filter)."""
+    """Models, runs and studies found by the words typed (as the lists filter)."""
 
     async def search(self, query: str) -> Hits:
         if not query.strip() or getattr(self.app, "store", None) is None:
             return
-        models, runs = await asyncio.to_thread(self._find, query)
+        models, runs, found_studies = await asyncio.to_thread(self._find, query)
         matcher = self.matcher(query)
         go = navigator(self.screen)
         for m in models:
@@ -57,10 +58,15 @@ class StoreCommands(Provider):
             made = f" -> {r.result_model_name}" if r.result_model_name else f" ({r.status})"
             text = f"run {r.id}: {r.scorer} on {r.base_model_name}{made}"
             yield Hit(max(matcher.match(text), 0.4), matcher.highlight(text), partial(go.open_run, r.id), text=text)
+        for s in found_studies:
+            text = f"study {s.name}"
+            yield Hit(max(matcher.match(text), 0.5), matcher.highlight(text), partial(go.open_study, s.name),
+                      text=text, help=f"{s.configurations} configurations of {s.base_model}, {s.status}")  # fmt: skip
 
-    def _find(self, query: str) -> tuple[list[ModelInfo], list[RunSummary]]:
-        """Models whose fields hold every word; runs by id ("run 12") and by the other words."""
-        from store import queries  # loaded with the store (tui.app keeps it off the start)
+    def _find(self, query: str) -> tuple[list[ModelInfo], list[RunSummary], list[StudySummary]]:
+        """Models whose fields hold every word; runs by id ("run 12") and by the other words; studies
+        by name and base (the word "study" itself aside)."""
+        from store import queries, studies  # loaded with the store (tui.app keeps it off the start)
         from store.db import NotFoundError
 
         store = self.app.store  # type: ignore[attr-defined]
@@ -74,4 +80,6 @@ class StoreCommands(Provider):
         text = " ".join(w for w in words if not w.isdigit())
         if text:
             runs += [r for r in queries.list_runs(store, text, limit=FOUND) if r not in runs]
-        return queries.list_models(store, query, limit=FOUND), runs
+        named = " ".join(w for w in query.split() if w.lower() != "study")
+        found_studies = studies.list_studies(store, named, limit=FOUND) if named else []
+        return queries.list_models(store, query, limit=FOUND), runs, found_studies

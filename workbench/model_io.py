@@ -1,11 +1,11 @@
 """How models are resolved, imported, loaded and saved.
 
-MODEL, wherever the CLI or a form takes one, is looked up in this order: a model in the store
-(by name or id); `smollm2`, the bundled SmolLM2-135M-Instruct; a local Hugging Face folder; a
-`.gguf` file; a hub id (only where a hub is reachable). What a source is, and the checks on an
-import request, are light and live in workbench.sources. Anything not yet in the store is
-imported first: its weights are saved as safetensors under the store's artifacts, so every
-later load is a fast safetensors load.
+MODEL, wherever the CLI or a form takes one, is looked up in this order: `job:N` (the model job N
+made); a model in the store (by name or id); `smollm2`, the bundled SmolLM2-135M-Instruct; a local
+Hugging Face folder; a `.gguf` file; a hub id (only where a hub is reachable). What a source is,
+and the checks on an import request, are light and live in workbench.sources. Anything not yet in
+the store is imported first: its weights are saved as safetensors under the store's artifacts, so
+every later load is a fast safetensors load.
 """
 
 from __future__ import annotations
@@ -34,7 +34,15 @@ from workbench import per_layer_widths
 from workbench.architecture import count_parameters, facts, glu_mlps
 from workbench.errors import UserError
 from workbench.progress import Progress
-from workbench.sources import ImportRequest, ModelSource, bundled_gguf, classify, stored_already
+from workbench.sources import (
+    ImportRequest,
+    ModelSource,
+    bundled_gguf,
+    classify,
+    job_model,
+    job_reference,
+    stored_already,
+)
 
 IMPORT_STAGE_WEIGHTS = {"check": 0.05, "load": 0.6, "save": 0.35}
 
@@ -93,7 +101,11 @@ class Target:
 
 
 def resolve(store: Store, model: str) -> Target:
-    """What MODEL names: a stored model (by name, id, or the source it was imported from)."""
+    """What MODEL names: the model a job made (`job:N`), a stored model (by name, id, or the
+    source it was imported from), else a source to import."""
+    job_id = job_reference(model)
+    if job_id is not None:
+        return Target(job_model(store, job_id))
     stored = queries.find_model(store, model)
     if stored is not None:
         return Target(stored)

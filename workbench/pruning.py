@@ -156,10 +156,12 @@ def prune(
     )
 
 
-def check_request(spec: PruneSpec, store: Store, data: Path | None = None) -> None:
+def check_request(spec: PruneSpec, store: Store, data: Path | None = None) -> str | None:
     """Everything `prune` checks before it loads weights, writing nothing: a front end calls it
-    before queueing a job, so that bad input fails at once (UserError)."""
-    _checked(spec, store, data)
+    before queueing a job, so that bad input fails at once (UserError). Returns the hash of the
+    calibration token ids the run will record (None for a static scorer)."""
+    _, _, _, sequences, _ = _checked(spec, store, data)
+    return calibration.token_hash(sequences) if sequences is not None else None
 
 
 def _checked(

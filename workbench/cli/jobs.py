@@ -154,6 +154,7 @@ def show(args: argparse.Namespace) -> int:
         ("kind", job.kind),
         ("status", job.status + (" (cancel requested)" if job.cancel_requested and not job.finished else "")),
         ("what", summary(job)),
+        ("waits for", f"job {job.after_job_id}" if job.after_job_id is not None and job.status == "queued" else ""),
         ("error", job.error or ""),
         ("result", result),
         ("stage", job.stage),

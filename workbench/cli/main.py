@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "workbench.cli.models",
     "workbench.cli.prune",
     "workbench.cli.evaluate",
+    "workbench.cli.sweep",
+    "workbench.cli.study",
     "workbench.cli.compare",
     "workbench.cli.runs",
     "workbench.cli.export",

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
 from store import jobs
 from store.db import Store
 from workbench.errors import UserError
@@ -48,7 +50,8 @@ def _run_prune(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
 
 def _summarize_prune(request: dict[str, Any]) -> str:
     target = f"{request['percent']:g}%" if request.get("percent") is not None else f"x{request.get('expansion'):g}"
-    return f"{request.get('model')} {request.get('scorer')} {target}"
+    calibration = f" ({Path(request['calibration']).name})" if request.get("calibration") else ""
+    return f"{request.get('model')} {request.get('scorer')} {target}{calibration}"
 
 
 def _normalize_eval(request: dict[str, Any]) -> dict[str, Any]:
@@ -99,20 +102,22 @@ def kind_of(name: str) -> JobKind:
 
 
 def submit(
-    store: Store,
+    store: Store | Session,
     kind: str,
     request: dict[str, Any],
     *,
     data_dir: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    after: int | None = None,
 ) -> int:
     """Queue a request (a spec's `to_dict()`) as a job; its id. Checks the request (UserError) but
     loads nothing: pair it with `ensure_worker(store)` so that a job process runs it.
 
     The job keeps what the request means where it was made: relative paths in it resolve against
     `cwd` (default: this process's), and `data_dir` is the local data folder to use (the TUI and
-    the CLI pass theirs; None: none, hub datasets).
+    the CLI pass theirs; None: none, hub datasets). With `after`, it is claimed only once job
+    `after` is done. Given a session from `store.write()`, the job is queued in that transaction.
     """
     normalized = kind_of(kind).normalize(request)
     spec = {
@@ -121,4 +126,4 @@ def submit(
         "data_dir": os.fspath(Path(data_dir).absolute()) if data_dir is not None else None,
         "out": os.fspath(Path(out).absolute()) if out is not None else None,
     }
-    return jobs.add_job(store, kind, spec)
+    return jobs.add_job(store, kind, spec, after=after)
