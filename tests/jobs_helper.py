@@ -6,17 +6,40 @@
     jobs_helper.py write-and-hang STORE MARK  claim the oldest queued job and, like a job process
                                               saving a model, start writing a folder under
                                               artifacts/tmp; then write MARK and wait to be killed
+
+Imported by the tests: `claim_at_once` starts three claim-all processes together.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from store import jobs
 from store.db import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> subprocess.Popen[str]:
+    """This script in a new process, on the repository's packages."""
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, __file__, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def claim_at_once(location: Path, folder: Path, processes: int = 3) -> list[int]:
+    """Start `processes` claim-all processes on one go signal; every id they claimed, in order of process."""
+    go = folder / "go"
+    claimers = [run("claim-all", str(location), str(go), str(folder / f"out-{i}")) for i in range(processes)]
+    go.touch()
+    for process in claimers:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    return [int(line) for i in range(processes) for line in (folder / f"out-{i}").read_text().split()]
 
 
 def claim_all(location: str, go: str, out: str) -> None:

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
+import jobs_helper
 import psutil
 import pytest
+from jobs_helper import claim_at_once
 from sqlalchemy import update
 from store_fixtures import snapshot
 
@@ -27,18 +28,9 @@ from workbench.errors import UserError
 from workbench.jobs import submit
 from workbench.spec import PruneSpec
 
-HELPER = Path(__file__).with_name("jobs_helper.py")
-REPO = Path(__file__).resolve().parents[1]
-
 
 def request(**overrides) -> dict:
     return PruneSpec(model="some-model", scorer="ppm", percent=25, **overrides).to_dict()
-
-
-def helper(*args: str) -> subprocess.Popen[str]:
-    env = os.environ | {"PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, str(HELPER), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def set_running(store: Store, job_id: int, **values) -> None:
@@ -81,14 +73,7 @@ def test_processes_claiming_at_once_claim_every_job_exactly_once(tmp_path):
     location = tmp_path / "store"
     with Store.open(location) as store:
         ids = [submit(store, "prune", request()) for _ in range(60)]
-    go = tmp_path / "go"
-    claimers = [helper("claim-all", str(location), str(go), str(tmp_path / f"out-{i}")) for i in range(3)]
-    go.touch()
-    for process in claimers:
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
-    claimed = [int(line) for i in range(3) for line in (tmp_path / f"out-{i}").read_text().split()]
-    assert sorted(claimed) == ids
+    assert sorted(claim_at_once(location, tmp_path)) == ids
     with Store.open(location) as store:
         assert {j.status for j in jobs.list_jobs(store)} == {"done"}
 
@@ -184,7 +169,7 @@ def test_a_process_killed_while_writing_leaves_an_interrupted_job_and_no_half_wr
     with Store.open(location) as store:
         job_id = submit(store, "prune", request())
     mark = tmp_path / "writing"
-    process = helper("write-and-hang", str(location), str(mark))
+    process = jobs_helper.run("write-and-hang", str(location), str(mark))
     deadline = time.monotonic() + 60
     while not mark.exists():
         assert process.poll() is None, process.communicate()

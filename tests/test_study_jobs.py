@@ -4,11 +4,9 @@ waiting ones) and `job:N`, the model a job made, wherever MODEL is resolved."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from jobs_helper import claim_at_once
 from store_fixtures import add_model
 
 from store import jobs
@@ -19,9 +17,6 @@ from workbench.errors import UserError
 from workbench.jobs import submit
 from workbench.sources import job_model
 from workbench.spec import PruneSpec
-
-HELPER = Path(__file__).with_name("jobs_helper.py")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def request() -> dict:
@@ -76,18 +71,9 @@ def test_processes_claiming_a_chain_at_once_claim_each_job_once_and_in_order(tmp
         ids = [submit(store, "prune", request())]
         for _ in range(24):
             ids.append(submit(store, "prune", request(), after=ids[-1]))
-    go = tmp_path / "go"
-    env = os.environ | {"PYTHONPATH": str(REPO)}
-    claimers = [subprocess.Popen([sys.executable, str(HELPER), "claim-all", str(location), str(go),
-                                  str(tmp_path / f"out-{i}")], env=env, stderr=subprocess.PIPE, text=True)
-                for i in range(3)]  # fmt: skip
-    go.touch()
-    for process in claimers:
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
+    claimed = claim_at_once(location, tmp_path)
     # A claimer stops when nothing is claimable, which a chain leaves it while another holds the
     # link in hand: whoever holds it claims on, so every job is claimed exactly once.
-    claimed = [int(line) for i in range(3) for line in (tmp_path / f"out-{i}").read_text().split()]
     assert sorted(claimed) == ids
     with Store.open(location) as store, store.session() as session:
         rows = {j.id: j for j in session.query(Job).all()}  # type: ignore[attr-defined]
