@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--percents", default="20,40")
+    parser.add_argument("--only", help="run only these configurations, e.g. 'plain forward,hybrid global'")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one configuration, run in its own process
     args = parser.parse_args()
     if args.worker:
@@ -65,7 +66,16 @@ def main() -> None:
     for percent in [float(p) for p in args.percents.split(",")]:
         configs += [{"tool": "workbench", "config": f"{s} {a}", "percent": percent} for s, a in OURS]
         configs += [{"tool": t, "config": c, "percent": percent} for t, c in OPTIPFAIR]
-    rows = []
+    if args.only:
+        configs = [c for c in configs if c["config"] in args.only.split(",")]
+    RESULTS.mkdir(exist_ok=True)
+    summary = {
+        "model": "SmolLM2-135M-Instruct (bundled GGUF Q4_1, dequantised to float32)",
+        "calibration": {"source": "wikitext2 validation", "samples": args.samples, "seq_len": args.seq_len},
+        "perplexity_protocol": "WikiText-2 test, first 24 windows of 512 tokens, each scored alone",
+        "rows": [],
+    }
+    rows = summary["rows"]
     for config in configs:
         out = subprocess.run(
             [sys.executable, __file__, "--worker", json.dumps(common | config)],
@@ -75,15 +85,10 @@ def main() -> None:
         r = rows[-1]
         print(f"{r['tool']:<10} {r['config']:<26} {r['percent']:>4g}%  ppl {r.get('perplexity', 0):9.2f}  "
               f"calib {r.get('calibration_seconds', 0):6.1f}s  prune {r.get('prune_seconds', 0):5.2f}s  "
-              f"peak/loaded {r.get('peak_over_loaded', 0):.3f}", flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    summary = {
-        "model": "SmolLM2-135M-Instruct (bundled GGUF Q4_1, dequantised to float32)",
-        "calibration": {"source": "wikitext2 validation", "samples": args.samples, "seq_len": args.seq_len},
-        "perplexity_protocol": "WikiText-2 test, first 24 windows of 512 tokens, each scored alone",
-        "rows": rows,
-    }
-    (RESULTS / "prune_vs_optipfair.json").write_text(json.dumps(summary, indent=2) + "\n")
+              f"peak/loaded {r.get('peak_over_loaded', 0):.3f}  plain forward {r.get('plain_forward_seconds', 0):.1f}s",
+              flush=True)
+        # Written after every row, so that a stopped run keeps what it measured.
+        (RESULTS / "prune_vs_optipfair.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(markdown(rows))
 
 
@@ -184,7 +189,9 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['perplexity']:.2f} | "
             f"{r.get('calibration_seconds', 0):.1f} | {r['prune_seconds']:.2f} | {r['peak_over_loaded']:.3f} |"
         )
-    plain = next(r for r in rows if r["config"] == "plain forward")
+    plain = next((r for r in rows if r["config"] == "plain forward"), None)
+    if plain is None:
+        return "\n".join(lines)
     lines.append("")
     lines.append(
         f"Calibration over the same tokens and batches, alternated in one process (median of 3): plain full "
