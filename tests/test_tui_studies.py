@@ -131,6 +131,12 @@ def test_the_chart_is_drawn_in_braille_with_its_points_on_the_data():
     assert draw([], 40, 12)[0].plain == "no figures to draw yet"
 
 
+def test_the_axis_of_figures_that_are_never_negative_starts_at_zero_at_the_lowest():
+    lines = [line.plain for line in draw([Series("ppl", ((1.0, 30.0), (2.0, 4000.0)))], 40, 12)]
+    y_labels = [line.split("┤")[0].strip() for line in lines if "┤" in line]
+    assert y_labels[-1] == "0" and not any(label.startswith("-") for label in y_labels)
+
+
 async def test_the_specialisation_tab_puts_each_source_side_by_side(store):
     fill_study(store)
     app = app_on(store)

@@ -91,12 +91,10 @@ def draw(series: Sequence[Series], width: int, height: int, x_label: str = "",
 
 
 def _span(low: float, high: float, pad: float) -> tuple[float, float]:
-    """The range drawn: the data's, wider by `pad` of it on each side; never empty."""
-    if high == low:
-        widen = abs(low) * 0.05 or 1.0
-        return low - widen, high + widen
-    widen = (high - low) * pad
-    return low - widen, high + widen
+    """The range drawn: the data's, wider by `pad` of it on each side, never below zero for data
+    that is not (a perplexity axis starting at -123 reads wrong); never empty."""
+    widen = (high - low) * pad if high != low else abs(low) * 0.05 or 1.0
+    return (low - widen if low < 0 else max(0.0, low - widen)), high + widen
 
 
 def _line(a: tuple[int, int], b: tuple[int, int]) -> list[tuple[int, int]]:
