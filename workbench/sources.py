@@ -69,7 +69,7 @@ def job_model(store: Store, job_id: int) -> ModelInfo:
         job = jobs.get_job(store, job_id)
     except NotFoundError:
         raise UserError(f"job:{job_id} names no job: there is no job {job_id}") from None
-    if job.status in ("queued", "running"):
+    if not job.finished:
         raise UserError(f"job:{job_id}: job {job_id} is {job.status}, so it has made no model yet")
     if job.status != "done":
         raise UserError(f"job:{job_id}: job {job_id} {job.status}, so it made no model")

@@ -147,13 +147,19 @@ def compare(source: Source, refs: Sequence[str | int]) -> Comparison:
     return Comparison(tuple(models), baselines, tuple(rows))
 
 
+def noise(stderr: float | None, other_stderr: float | None) -> float | None:
+    """How large a difference of two figures must be to exceed noise: 2 sqrt(se1^2 + se2^2);
+    None where a standard error is missing."""
+    if stderr is None or other_stderr is None:
+        return None
+    return NOISE_SIGMAS * math.sqrt(stderr**2 + other_stderr**2)
+
+
 def change(value: Cell, baseline: Cell, baseline_id: int) -> Change:
     delta = value.value - baseline.value
     relative = delta / abs(baseline.value) if baseline.value else None
-    noise = None
-    if value.stderr is not None and baseline.stderr is not None:
-        noise = NOISE_SIGMAS * math.sqrt(value.stderr**2 + baseline.stderr**2)
-    return Change(baseline_id, delta, relative, noise, None if noise is None else abs(delta) > noise)
+    threshold = noise(value.stderr, baseline.stderr)
+    return Change(baseline_id, delta, relative, threshold, None if threshold is None else abs(delta) > threshold)
 
 
 def _row(task: str, metric: str, settings: dict, cells: dict[int, Cell], baselines: dict[int, int]) -> Row:

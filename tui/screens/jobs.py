@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Header, Log
 from textual.worker import get_current_worker
 
 from store.db import Store
+from store.jobs import RETRYABLE
 from tui.bars import bar
 from tui.keybar import KeyBar
 from tui.logs import LogChunk, read_log
@@ -28,7 +29,6 @@ from workbench.tabular import Column, Table, plain, size
 
 POLL_S = 1.0
 SHOWN = 200  # the newest jobs; older ones stay in the store (and the CLI's `jobs list`)
-RETRYABLE = ("failed", "cancelled", "interrupted")
 
 
 def duration(seconds: float | None) -> str:

@@ -102,7 +102,7 @@ class StudyScreen(TabbedScreen):
     def on_study_screen_loaded(self, message: Loaded) -> None:
         first = self.view is None
         v = self.view = message.view
-        live = sum(1 for j in v.jobs.values() if j.status in ("queued", "running"))
+        live = sum(1 for j in v.jobs.values() if not j.finished)
         waiting = f" · {live} job{'s' * (live != 1)} on {'their' if live != 1 else 'its'} way" if live else ""
         self.sub_title = f"{v.study.name} · {len(v.rows)} configurations{waiting}"
         _show(self.query_one("#study-runs", RecordTable), runs_table(v))

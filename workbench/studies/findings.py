@@ -18,7 +18,6 @@ Every finding quotes the figures it rests on. Rules:
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,8 +65,8 @@ def _short(row: StudyRow) -> str:
 
 def _beyond(a: Figure, b: Figure) -> bool | None:
     """The trade-off table's noise rule; None where a standard error is missing."""
-    cell = lambda f: tradeoff.Cell(f.value, f.stderr, f.samples, f.fewshot, f.limit, None)  # noqa: E731
-    return tradeoff.change(cell(a), cell(b), 0).beyond_noise
+    threshold = tradeoff.noise(a.stderr, b.stderr)
+    return None if threshold is None else abs(a.value - b.value) > threshold
 
 
 def _better(column: MetricColumn, a: float, b: float) -> bool:
@@ -278,7 +277,7 @@ def _caveats(view: StudyView) -> list[Finding]:
     if noisy:
         samples = sorted({f.samples for f in noisy if f.samples is not None})
         typical = statistics.median(f.stderr for f in noisy)  # type: ignore[misc]
-        gap = tradeoff.NOISE_SIGMAS * math.sqrt(2) * typical
+        gap = tradeoff.noise(typical, typical)
         n = f"{samples[0]}" if len(samples) == 1 else f"{samples[0]} to {samples[-1]}" if samples else "an unknown"
         found.append(Finding("caveats", f"lm-eval figures rest on {n} documents per task; their standard errors are "
                                         f"about {typical:.3f} (median), so gaps under about {gap:.3f} cannot be told "

@@ -30,8 +30,6 @@ from workbench.spec import PPL_PREFIX, PruneSpec, planned_widths
 from workbench.studies.request import EvalSettings, SweepRequest, config_key, config_of
 from workbench.texts import shares_text
 
-LIVE = ("queued", "running")
-
 
 @dataclass
 class Configuration:
@@ -207,11 +205,11 @@ def _live(jobs: dict[int, JobInfo]) -> dict[int, JobInfo]:
     def doomed(job: JobInfo) -> bool:
         while job.after_job_id is not None and job.after_job_id in jobs:
             job = jobs[job.after_job_id]
-            if job.status not in LIVE and job.status != "done":
+            if job.finished and job.status != "done":
                 return True
         return False
 
-    return {i: j for i, j in jobs.items() if j.status in LIVE and not doomed(j)}
+    return {i: j for i, j in jobs.items() if not j.finished and not doomed(j)}
 
 
 def _matching(store: Store, base_id: int, c: Configuration, settings: EvalSettings) -> list[RunSummary]:

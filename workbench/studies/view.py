@@ -19,11 +19,9 @@ from store.queries import ModelInfo, RunDetail
 from store.studies import BASE_KEY, StudyInfo, StudyItemInfo
 from workbench.studies.request import EvalSettings, SweepRequest, calibration_text, is_perplexity, target_text
 from workbench.studies.specialisation import SpecialisationGroup, specialisation_groups
-from workbench.tabular import Column, Table, count
+from workbench.tabular import Column, Table, count, fixed
 from workbench.texts import shares_text, source_name
 from workbench.tradeoff import HIGHER_IS_BETTER
-
-LIVE = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ class StudyView:
 
     @property
     def live(self) -> bool:
-        return any(j.status in LIVE for j in self.jobs.values())
+        return any(not j.finished for j in self.jobs.values())
 
     @property
     def all_rows(self) -> tuple[StudyRow, ...]:
@@ -188,7 +186,7 @@ class StudyView:
         ]  # fmt: skip
         body = [
             [r.scorer, r.allocation, r.target, r.calibration, r.status, count(r.parameters),
-             _percent(r.removed), _fixed(r.expansion, 3), *(cell(r, c) for c in self.columns), notes(r)]
+             _percent(r.removed), fixed(3)(r.expansion), *(cell(r, c) for c in self.columns), notes(r)]
             for r in self.all_rows
         ]  # fmt: skip
         return Table(f"study {self.study.name}: trade-off", columns, body)
@@ -199,7 +197,7 @@ class StudyView:
         columns = [
             Column("scorer"), Column("allocation", "alloc"), Column("target"), Column("calibration"),
             Column("status"), Column("parameters", "params", count, numeric=True),
-            Column("removed", fmt=_percent, numeric=True), Column("expansion", "exp", lambda v: _fixed(v, 3), True),
+            Column("removed", fmt=_percent, numeric=True), Column("expansion", "exp", fixed(3), True),
         ]  # fmt: skip
         for c in self.columns:
             shown = lambda v, c=c: "" if v is None else _value(v, c)  # noqa: E731
@@ -336,10 +334,6 @@ def notes(row: StudyRow) -> str:
 
 def _percent(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.1f}%"
-
-
-def _fixed(v: float | None, digits: int) -> str:
-    return "" if v is None else f"{v:.{digits}f}"
 
 
 # Gathering ----------------------------------------------------------------------------------------
