@@ -41,7 +41,6 @@ ALLOCATIONS = {
 }
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-BUILTIN_CALIBRATION = ("wikitext2", "sms")
 GLOBAL_FLOOR = 0.10  # a layer keeps at least this share of its width under global allocation
 
 
