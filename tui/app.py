@@ -25,6 +25,7 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -151,6 +152,19 @@ class WorkbenchApp(App[None]):
         while len(self.screen_stack) > 1:
             self.pop_screen()
         self.call_after_refresh(self.run_action, action, self.screen)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Notifications carry what users typed and what errors said (model names, paths, '[/]'):
+        never read as markup, which such text could break."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def action_keys(self) -> None:
         self.push_screen(KeysScreen(key_table(self.screen)))

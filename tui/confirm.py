@@ -23,7 +23,7 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
-            yield Static(self.question, id="confirm-question")
+            yield Static(self.question, id="confirm-question", markup=False)
             yield Static(f"y: {self.yes.lower()} · n or esc: {self.no.lower()}", classes="hint")
             with Horizontal(classes="buttons"):
                 yield Button(self.yes, variant="error", id="confirm-yes", compact=True)

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -90,13 +91,13 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-box") as box:
-            box.border_title = f"Export {self.what}"
+            box.border_title = Text(f"Export {self.what}")  # a title holds names: no markup
             yield Label("Format")
             yield Select([(label, key) for key, label in FORMATS.items()], value="csv", allow_blank=False,
                          id="export-format", compact=True)  # fmt: skip
             yield Label("File")
             yield Input(str(suggested_path(self.what, "csv")), id="export-path", compact=True)
-            yield Static(id="export-problem", classes="field-error")
+            yield Static(id="export-problem", classes="field-error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Write", variant="primary", id="export-write", compact=True)
                 yield Button("Cancel", id="export-cancel", compact=True)

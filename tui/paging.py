@@ -191,7 +191,7 @@ class PagedTable(ReportsFailures, FitsWidth):
         shown = f"{len(self.items):,} of {self.total:,} {self.noun}"
         marked = f" · {len(self.marked)} marked" if self.marked else ""
         filtered = f" · matching {self.text!r}" if self.text.strip() else ""
-        self.border_subtitle = f"{shown}{filtered}{marked}"
+        self.border_subtitle = Text(f"{shown}{filtered}{marked}")  # the filter as typed: no markup
 
     # Actions ------------------------------------------------------------------------------------
 

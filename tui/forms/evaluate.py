@@ -76,7 +76,7 @@ class EvalForm(FormScreen):
             yield row("Chat template", choice("chat-template", modes, "auto"), hint("chat-info"))
             yield row("Device", choice("device", [(d, d) for d in DEVICES], "auto"))
             yield row("Dtype", choice("dtype", [(d, d) for d in DTYPES], "auto"))
-        yield Static(id="check")
+        yield Static(id="check", markup=False)
         yield KeyBar()
 
     def on_mount(self) -> None:

@@ -34,7 +34,10 @@ def completion(store: Store, text: str) -> str | None:
     """The stored model name that completes `text` (the first, by name, that starts with it)."""
     if not text:
         return None
-    found = queries.list_models(store, text, limit=20)
+    try:
+        found = queries.list_models(store, text, limit=20)
+    except Exception:  # text the store cannot search for (a NUL...): no suggestion, and never a crash
+        return None
     return next((m.name for m in found if m.name.startswith(text) and m.name != text), None)
 
 
@@ -93,7 +96,7 @@ class Row(Horizontal):
     """A label, then its field(s) with a line under them for the field's problem."""
 
     def __init__(self, label: str, *widgets: Widget, id: str | None = None) -> None:
-        error = Static(classes="field-error")
+        error = Static(classes="field-error", markup=False)
         error.display = False
         field = Vertical(*widgets, error, classes="field")
         super().__init__(Label(label, classes="label"), field, classes="row", id=id)
@@ -113,4 +116,4 @@ def choice(id: str, options: list[tuple[str, str]], value: str) -> Select[str]:
 
 
 def hint(id: str, text: str = "") -> Static:
-    return Static(text, id=id, classes="hint")
+    return Static(text, id=id, classes="hint", markup=False)

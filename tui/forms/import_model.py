@@ -62,7 +62,7 @@ class ImportForm(FormScreen):
             yield row("Source", choice("kind", KINDS, "bundled"), hint("kind-info"))
             yield row("", entry("source", ""), id="source-row")
             yield row("Name", entry("name", "", "its name in the store (default: from the source)"))
-        yield Static(id="check")
+        yield Static(id="check", markup=False)
         yield KeyBar()
 
     def on_mount(self) -> None:

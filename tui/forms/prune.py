@@ -156,7 +156,7 @@ class PruneForm(FormScreen):
             yield row("Device", choice("device", [(d, d) for d in DEVICES], "auto"))
             yield row("Dtype", choice("dtype", [(d, d) for d in DTYPES], "auto"))
             yield row("Name", entry("name", "", "the pruned model's name (made up when empty)"))
-        yield Static(id="check")
+        yield Static(id="check", markup=False)
         yield KeyBar()
 
     def on_mount(self) -> None:

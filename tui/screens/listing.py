@@ -58,7 +58,7 @@ class ListScreen(StoreScreen):
         yield Header()
         yield FilterInput(placeholder=self.PLACEHOLDER, id="filter", compact=True)
         yield self.table
-        empty = Static(self.EMPTY, id="empty", classes="hint")
+        empty = Static(self.EMPTY, id="empty", classes="hint", markup=False)
         empty.display = False
         yield empty
         yield KeyBar()

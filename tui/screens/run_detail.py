@@ -179,7 +179,7 @@ class RunDetailScreen(TabbedScreen):
                 yield RecordTable(id="configuration-table")
             with TabPane("Stages", id="stages"), Vertical():
                 yield RecordTable(id="stages-table")
-                yield Static(id="memory")
+                yield Static(id="memory", markup=False)
             with TabPane("Log", id="log"):
                 yield Log(id="run-log")
         yield KeyBar()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -109,9 +110,9 @@ class TradeoffScreen(StoreScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical():
-            yield Static(id="tradeoff-names")
+            yield Static(id="tradeoff-names", markup=False)
             yield RecordTable(id="tradeoff-table")
-            yield Static(id="tradeoff-hint", classes="hint")
+            yield Static(id="tradeoff-hint", classes="hint", markup=False)
             rule = f"|change| ≤ {tradeoff.NOISE_SIGMAS:g}·√(se₁²+se₂²)"
             yield Static(f"  green: better · red: worse · dim: within noise, {rule}", id="legend")
         yield KeyBar()
@@ -142,6 +143,6 @@ class TradeoffScreen(StoreScreen):
         hint.update(v.hint)
         hint.display = bool(v.hint)
         table = self.query_one(RecordTable)
-        table.border_title = v.title
+        table.border_title = Text(v.title)  # names: no markup
         table.show(v.table, style=lambda row, key, _value: v.styles.get((row, key), ""))
         table.focus()
