@@ -114,10 +114,11 @@ def extremes(layers: tuple[RetentionInfo, ...], kept: list[float]) -> Text:
     def named(picked: list[tuple[float, RetentionInfo]]) -> str:
         return ", ".join(f"layer {r.layer} {100 * share:.0f}%" for share, r in picked)
 
+    shown = min(3, len(ranked) // 2) or 1  # never the same layer on both ends
     text = Text("kept least: ")
-    text.append(named(ranked[:3]), "bold")
+    text.append(named(ranked[:shown]), "bold")
     text.append(" · most: ")
-    text.append(named(ranked[::-1][:3]), "bold")
+    text.append(named(ranked[::-1][:shown]), "bold")
     return text
 
 
