@@ -149,8 +149,8 @@ async def test_compare_names_a_best_only_beyond_noise_as_trade_off_and_the_cli_d
     higher = {"higher_is_better": True}  # as lm-eval records accuracy
     with store.write() as s:
         queries.add_evaluations(s, [
-            eval_row(filled["base"], "boolq", "acc,none", 0.40, stderr=0.11, limit=20.0, created_at=T0, settings=higher),
-            eval_row(filled["ppm"], "boolq", "acc,none", 0.35, stderr=0.11, limit=20.0, created_at=T0, settings=higher),
+            eval_row(filled["base"], "boolq", "acc,none", 0.40, stderr=0.11, limit=20.0, settings=higher),
+            eval_row(filled["ppm"], "boolq", "acc,none", 0.35, stderr=0.11, limit=20.0, settings=higher),
         ])  # fmt: skip
         # A third cut of llama-base that keeps the last 32 neurons of each layer: none ppm keeps in layer 0.
         tail = [retention([32] * 3)[i] for i in range(3)]
@@ -213,7 +213,7 @@ async def test_tradeoff_of_a_model_never_evaluated_says_how_to_evaluate_it(store
         table = app.screen.query_one(RecordTable).table
         records = {(r["task"], r["metric"]): r for r in table.records()}
         assert records[("arc_easy", "acc_norm,none")]["pruned"] is None
-        assert ["model", "size_bytes", "1000 B", "3.0 MiB", "+3.0 MiB"] == table.formatted()[1][:5]  # as elsewhere
+        assert table.formatted()[1][:5] == ["model", "size_bytes", "1000 B", "3.0 MiB", "+3.0 MiB"]  # as elsewhere
         await pilot.press("e")  # both models, ready for the same tasks
         await settle(pilot)
         assert isinstance(app.screen, EvalForm)

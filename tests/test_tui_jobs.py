@@ -91,7 +91,8 @@ async def test_cancelling_a_running_job_asks_first(store, filled):
         await pilot.press("c")
         await settle(pilot)
         assert isinstance(app.screen, Confirm)
-        assert app.screen.question == f"Cancel job {job_id} (llama-base ppm 50%, 40% done)? The work it has done is lost."
+        asked = f"Cancel job {job_id} (llama-base ppm 50%, 40% done)? The work it has done is lost."
+        assert app.screen.question == asked
         await pilot.press("enter")  # the focused answer keeps it running
         await settle(pilot)
         assert app.screen is screen and not job_rows.get_job(store, job_id).cancel_requested

@@ -3,9 +3,10 @@
 A DataTable lays its columns out at their content's width and scrolls sideways when they do not
 fit, so at 80 columns a long model name or job description pushed status, progress, parameters
 and evaluations out of sight. Here the columns holding long free text (names, descriptions,
-messages: "elastic" ones) shrink, widest first, down to a floor, and their cells are cut in the
-middle with … (`smollm2-wan…wikitext2`: both ends of a name tell it apart); every other column
-keeps its whole width. Only when that is not enough does the table scroll sideways.
+messages: "elastic" ones) shrink, widest first, down to a floor, and their cells are cut with …:
+names in the middle (`smollm2-wan…wikitext2`: both ends of a name tell it apart), sentences at the
+end (`gsm8k: 84/200 gener…`: they start with what matters). Every other column keeps its whole
+width. Only when that is not enough does the table scroll sideways.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ FLOOR = 20  # an elastic column never shrinks below this many cells (or its cont
 ELLIPSIS = "…"
 
 
-def shorten(text: str, width: int) -> str:
-    """`text` in `width` cells: its start and end, with … between them where it is too long."""
+def shorten(text: str, width: int, cut: str = "middle") -> str:
+    """`text` in `width` cells, with … where it is too long: its start and end (cut "middle"), or its
+    start (cut "end")."""
     if cell_len(text) <= width:
         return text
     if width <= 1:
         return ELLIPSIS[:width]
     keep = width - 1
+    if cut == "end":
+        while cell_len(text[:keep]) > width - 1:
+            keep -= 1
+        return text[:keep].rstrip() + ELLIPSIS
     head, tail = text[: (keep + 1) // 2], text[len(text) - keep // 2 :] if keep // 2 else ""
     while cell_len(head) + cell_len(tail) > keep:  # wide characters: give up one at a time
         head, tail = (head[:-1], tail) if cell_len(head) >= cell_len(tail) else (head, tail[1:])
@@ -39,13 +45,14 @@ def shorten(text: str, width: int) -> str:
 
 
 class Elastic:
-    """A cell of an elastic column: measured at its whole length, drawn shortened to its width."""
+    """A cell of an elastic column: measured at its whole length, drawn shortened to its width (`cut`
+    as `shorten` takes it)."""
 
-    def __init__(self, text: str, style: str = "", justify: str = "left") -> None:
-        self.text, self.style, self.justify = text, style, justify
+    def __init__(self, text: str, style: str = "", cut: str = "middle") -> None:
+        self.text, self.style, self.cut = text, style, cut
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield Text(shorten(self.text, options.max_width), self.style, justify=self.justify, no_wrap=True)  # type: ignore[arg-type]
+        yield Text(shorten(self.text, options.max_width, self.cut), self.style, no_wrap=True)
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         return Measurement(cell_len(self.text), cell_len(self.text))

@@ -83,7 +83,7 @@ def row(job: JobInfo) -> list[object]:
         progress(job),
         Text(duration(job.eta_seconds) if job.status == "running" else "", justify="right"),
         Elastic(summary(job)),
-        Elastic(message, "red" if job.error else ""),
+        Elastic(message, "red" if job.error else "", cut="end"),
         Text(job.stage),
         Text(job.kind),
         Text(job.device or ""),

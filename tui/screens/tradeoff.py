@@ -33,6 +33,11 @@ def noise(flag: bool | None) -> str:
     return "" if flag is None else ("beyond" if flag else "within")
 
 
+def metric(key: str) -> str:
+    """lm-eval's metric key, its default filter (",none") left off: the rest is whole (exports keep it all)."""
+    return key.removesuffix(",none")
+
+
 def shown(v: float | None) -> str:
     return NOT_RUN if v is None else tradeoff.figure(v)
 
@@ -51,7 +56,7 @@ def view(c: tradeoff.Comparison) -> TradeoffView:
     base, pruned = c.models[0], c.models[-1]
     columns = [
         Column("task"),
-        Column("metric"),
+        Column("metric", fmt=metric),
         Column("parent", "parent", shown, numeric=True),
         Column("pruned", "pruned", shown, numeric=True),
         Column("delta", "change", tradeoff.signed, numeric=True),
@@ -114,7 +119,8 @@ class TradeoffScreen(StoreScreen):
             yield RecordTable(id="tradeoff-table")
             yield Static(id="tradeoff-hint", classes="hint", markup=False)
             rule = f"|change| ≤ {tradeoff.NOISE_SIGMAS:g}·√(se₁²+se₂²)"
-            yield Static(f"  green: better · red: worse · dim: within noise, {rule}", id="legend")
+            yield Static(f"  green: better · red: worse · dim: within noise, {rule} · metrics as lm-eval keys them, "
+                         "',none' (no filter) left off", id="legend")  # fmt: skip
         yield KeyBar()
 
     @property
