@@ -148,10 +148,9 @@ class WorkbenchApp(App[None]):
                                         binding.action))  # fmt: skip
 
     def _run_in(self, mode: str, action: str) -> None:
+        """Run an action of a mode's own screen, there (what was opened over it stays open)."""
         self.switch_mode(mode)
-        while len(self.screen_stack) > 1:
-            self.pop_screen()
-        self.call_after_refresh(self.run_action, action, self.screen)
+        self.call_after_refresh(self.run_action, action, self._screen_stacks[mode][0])
 
     def notify(
         self,
@@ -265,8 +264,8 @@ class WorkbenchApp(App[None]):
     def show_jobs(self, job_id: int | None = None) -> None:
         """The Jobs screen (its list, not what was opened from it), on job `job_id` if given."""
         self.switch_mode("jobs")
-        while len(self.screen_stack) > 1:
-            self.pop_screen()
+        while len(self.screen_stack) > 1 and not getattr(self.screen, "unsaved", lambda: False)():
+            self.pop_screen()  # back to the list, but never through a form's unsaved input
         if job_id is not None:
             self.jobs_screen().show_job(job_id)
 

@@ -61,7 +61,7 @@ def export_path(text: str) -> Path:
             raise UserError(f"{path} is a folder: give a file in it")
         if not path.parent.is_dir():
             raise UserError(f"no folder {path.parent}")
-    except (OSError, ValueError, RuntimeError) as e:  # a name the system refuses (a NUL, too long, ~nobody)
+    except (OSError, ValueError, RuntimeError) as e:  # a name the system refuses (too long, ~nobody)
         raise UserError(f"cannot write {text.strip()!r}: {e}") from None
     return path
 

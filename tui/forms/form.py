@@ -22,6 +22,7 @@ from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Input, Select, SelectionList, Static
 
+from store.db import Store
 from tui.confirm import Confirm
 from tui.failures import one_line
 from tui.forms.fields import FieldError, Row
@@ -49,8 +50,8 @@ class FormScreen(StoreScreen):
     WORDINGS: ClassVar[tuple[Wording, ...]] = ()
     TRANSIENT: ClassVar[frozenset[str]] = frozenset()  # fields whose text is no input (a list's filter)
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
         self.problem: Problem | None = None
         self._pristine: dict[str, object] | None = None
 
