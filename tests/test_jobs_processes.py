@@ -139,7 +139,7 @@ def test_a_job_killed_with_its_worker_is_interrupted_on_the_next_open_and_retrie
         assert runs(store) == []
         assert [m.source for m in queries.list_models(store)] == ["folder"]  # the base, imported before
         assert_clean(store)
-        assert "calibrate" in (store.root / job.log_path).read_text()
+        assert "calibrating on 8192 sequences" in (store.root / job.log_path).read_text()
 
     assert main(["--store", str(location), "jobs", "retry", str(job_id)]) == 0  # starts a worker too
     with Store.open(location) as store:
@@ -167,7 +167,7 @@ def test_cancel_stops_a_running_job_at_a_batch_boundary_and_nothing_is_recorded(
     assert job.status == "cancelled" and job.message == "cancelled during calibrate", job
     assert runs(store) == []
     assert [m.source for m in queries.list_models(store)] == ["folder"]
-    assert "cancelled after" in (store.root / job.log_path).read_text().splitlines()[-1]
+    assert "cancelled during calibrate after" in (store.root / job.log_path).read_text().splitlines()[-1]
     assert_clean(store)
 
 

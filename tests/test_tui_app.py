@@ -17,7 +17,6 @@ from tui.forms.import_model import ImportForm
 from tui.keybar import KeyBar
 from tui.keymap import load_keymap
 from tui.screens.model_detail import ModelDetailScreen
-from tui.screens.models import ModelsScreen
 from tui.screens.runs import RunsScreen
 from workbench.errors import UserError
 
@@ -158,7 +157,7 @@ async def test_the_palette_finds_models_runs_and_actions(store, filled):
         assert "Compare (Models)" in screen_text(app)
         await pilot.press("enter")
         await settle(pilot)
-        assert isinstance(app.screen, ModelsScreen) and notices(app)[-1].startswith("mark two to four models")
+        assert app.current_mode == "models" and notices(app)[-1].startswith("mark two to four models")
 
 
 @pytest.mark.anyio
