@@ -131,6 +131,8 @@ def test_progress_counts_every_request_lm_eval_makes(evaluated):
     windows = last_count("wikitext")
     assert windows[0] == windows[1] >= 2
     assert "generations" in progress.messages[f"{label}:ifeval"][-1]
+    # Counts only: the time left is the job's one estimate (Progress.eta_seconds), never a second one.
+    assert not any("left" in m for messages in progress.messages.values() for m in messages)
 
 
 def test_cli_prints_approximate_hellaswag_and_json(model_dir, tmp_path, capsys):
@@ -285,3 +287,22 @@ def test_without_a_data_folder_lm_evals_hub_tasks_are_asked_for(model_dir, tmp_p
     err = capsys.readouterr().err
     assert code == 2 and "cannot prepare task arc_easy" in err and err.count("\n") == 1, err
     assert queries.list_models(Store.open(tmp_path / "s")) == []
+
+
+def test_an_evaluation_logs_its_story_and_lm_evals_git_probe_says_nothing(model_dir, tmp_path, capfd, monkeypatch):
+    """Outside a git repository lm-eval's `git describe` printed "fatal: not a git repository" into
+    every job's log; the log now reads: what was asked, each stage in words, the figures, the end."""
+    monkeypatch.chdir(tmp_path)  # no git repository here, nor above
+    store_dir = tmp_path / "s"
+    assert main(["--store", str(store_dir), "eval", str(model_dir), "--tasks", "arc_easy", "--limit", "2"]) == 0
+    assert "fatal" not in capfd.readouterr().err
+    [job] = jobs.list_jobs(Store.open(store_dir))
+    log = (store_dir / job.log_path).read_text()
+    lines = [line.split(" ", 1)[1] for line in log.splitlines()]  # each after its time of day
+    name = job.result["models"][0]["model_name"]
+    assert "fatal" not in log and lines[0] == f"job {job.id} (eval): {model_dir}: arc_easy"
+    assert f"loading {name}" in lines and f"evaluating {name} on arc_easy" in lines
+    assert not any(re.fullmatch(r"(\S+): \1", line) for line in lines)  # no "score: score", "done: done"
+    figures = next(line for line in lines if line.startswith(f"{name}: arc_easy acc,none "))
+    assert re.search(r"acc,none [\d.]+ ± [\d.]+; arc_easy acc_norm,none [\d.]+ ± [\d.]+ \(\d+ s\)$", figures)
+    assert re.fullmatch(r"done after \d+m \d\ds", lines[-1])

@@ -44,7 +44,9 @@ def test_the_import_kind_queues_a_checked_request_and_runs_it(store, tiny_model_
         "folder", str(folder), "gemma3_text", 96)  # fmt: skip
     assert (store.model_path(model) / "model.safetensors").is_file()
     log = (store.root / job.log_path).read_text()
-    assert "check: reading" in log and "load: loading" in log and "save: saving tiny-gemma" in log
+    lines = [line.split(" ", 1)[1] for line in log.splitlines()]  # each after its time of day
+    assert f"reading {folder}" in lines and f"loading {folder}" in lines and "saving tiny-gemma" in lines
+    assert f"stored tiny-gemma as model {model.id} in {store.model_path(model)}" in lines
 
 
 def test_models_import_runs_in_the_foreground_and_keeps_its_output(tiny_model_dirs, tmp_path, capsys):

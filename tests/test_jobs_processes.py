@@ -115,7 +115,11 @@ def test_a_worker_runs_a_queued_job_in_its_own_process_and_records_its_run(store
     assert run.job_id == job_id and run.result_model_id == job.result["model_id"]
     assert queries.get_model(store, job.result["model_id"]).name == job.result["model_name"]
     log = (store.root / job.log_path).read_text()
-    assert "calibrate: 512 sequences" in log and "outcome: done" in log
+    # The log tells the job's story: what it was asked, each stage in words, what it made, how it ended.
+    assert f"job {job_id} (prune): {wide_model_dir} wanda 25%" in log
+    assert "calibrating on 512 sequences of 64 tokens" in log and "score: score" not in log
+    assert f"made {job.result['model_name']} (model {job.result['model_id']}, run {job.result['run_id']})" in log
+    assert log.rstrip().splitlines()[-1].split(" ", 1)[1].startswith("done after ")
     assert f"job {job_id} (prune) started" in out and "queue empty after 1 job" in out
     assert_clean(store)
 
@@ -135,7 +139,7 @@ def test_a_job_killed_with_its_worker_is_interrupted_on_the_next_open_and_retrie
         assert runs(store) == []
         assert [m.source for m in queries.list_models(store)] == ["folder"]  # the base, imported before
         assert_clean(store)
-        assert "calibrate" in (store.root / job.log_path).read_text()
+        assert "calibrating on 8192 sequences" in (store.root / job.log_path).read_text()
 
     assert main(["--store", str(location), "jobs", "retry", str(job_id)]) == 0  # starts a worker too
     with Store.open(location) as store:
@@ -163,7 +167,7 @@ def test_cancel_stops_a_running_job_at_a_batch_boundary_and_nothing_is_recorded(
     assert job.status == "cancelled" and job.message == "cancelled during calibrate", job
     assert runs(store) == []
     assert [m.source for m in queries.list_models(store)] == ["folder"]
-    assert "outcome: cancelled" in (store.root / job.log_path).read_text()
+    assert "cancelled during calibrate after" in (store.root / job.log_path).read_text().splitlines()[-1]
     assert_clean(store)
 
 

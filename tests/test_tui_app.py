@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tui_helpers import anyio_backend, app_on, filled_fixture, screen_text, settle  # noqa: F401  (fixtures)
+from tui_helpers import anyio_backend, app_on, filled_fixture, notices, screen_text, settle  # noqa: F401  (fixtures)
 
 from tui.app import ANSI_THEME, WorkbenchApp, default_theme
 from tui.forms.import_model import ImportForm
@@ -149,6 +149,32 @@ async def test_the_palette_finds_models_runs_and_actions(store, filled):
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, ImportForm)
+        app.screen.dismiss()
+        await pilot.press("j")  # from Jobs, the actions of other screens too: they go there and run
+        await settle(pilot)
+        await pilot.press("ctrl+p", *"compare")
+        await pilot.pause(0.3)
+        assert "Compare (Models)" in screen_text(app)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.current_mode == "models" and notices(app)[-1].startswith("mark two to four models")
+
+
+@pytest.mark.anyio
+async def test_an_empty_store_says_on_each_list_how_to_fill_it(store):
+    app = app_on(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert "No models yet: i imports one" in screen_text(app)
+        await pilot.press("r")
+        await settle(pilot)
+        assert "No pruning runs yet: p opens the form for one" in screen_text(app)
+        await pilot.press("S")
+        await settle(pilot)
+        assert "No studies yet" in screen_text(app) and "workbench sweep smollm2 --scorers" in screen_text(app)
+        await pilot.press("slash", *"x")  # a filter that matches nothing is not an empty store
+        await settle(pilot)
+        assert "No studies yet" not in screen_text(app)
 
 
 def test_serve_runs_the_workbench_for_a_browser_on_localhost_only(tmp_path, monkeypatch):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-from store_fixtures import eval_row
-from tui_helpers import anyio_backend, app_on, filled_fixture, screen_text, settle  # noqa: F401  (fixtures)
+import json
 
-from store import queries
+import pytest
+from store_fixtures import eval_row, model_row, run_row
+from tui_helpers import anyio_backend, app_on, filled_fixture, screen_text, settle  # noqa: F401  (fixtures)
+from tui_store import T0, WIDTH, retention
+
+from store import bitset, queries
+from tui.forms.evaluate import EvalForm
 from tui.records import RecordTable
 from tui.screens.compare import CompareScreen
 from tui.screens.model_detail import ModelDetailScreen
@@ -64,10 +68,15 @@ async def test_run_detail_shows_retention_with_bars_depth_scores_stages(store, f
                                                          ["2", "96", "32", "33.3"]]  # fmt: skip
         text = screen_text(app)
         assert "66.7 ████████░░░░" in text  # the bar in each row
-        assert "most: layer 2 67%, layer 1 50%, layer 0 33%" in text
-        assert "scores (mean over layers): kept 2 · removed 0.25" in text
+        # The picture over depth shows the share kept, as the bars do, on a scale; its extremes named.
+        assert "100% ┤" in text and "  0% ┤" in text and "height: share of neurons kept" in text
+        assert "kept least: layer 2 33% · most: layer 0 67%" in text
+        assert "score kept" in text and "score removed" in text  # the headers say these are scores
+        assert "ppm scores of the neurons, mean over layers: kept 2 · removed 0.25" in text
+        assert "run 1: llama-base → llama-ppm-50 · ppm, 50% of neurons removed" in text
         config = dict((k, v) for k, v in cells(screen.query_one("#configuration-table", RecordTable)))
-        assert (config["scorer"], config["target"], config["peak memory"]) == ("ppm", "50% off", "3.0 MiB")
+        assert (config["scorer"], config["target"], config["peak memory"]) == ("ppm", "50% of neurons removed",
+                                                                               "3.0 MiB")  # fmt: skip
         stages = cells(screen.query_one("#stages-table", RecordTable))
         assert stages[-1] == ["total", "0.88"]
         assert retention.export_table().records()[0]["kept_score_mean"] == 1.0  # raw values export
@@ -88,8 +97,9 @@ async def test_compare_marks_the_best_and_counts_shared_kept_neurons(store, fill
         retention = cells(screen.query_one("#retention-table", RecordTable))
         assert retention[0][:3] == ["0", "66.7", "75.0"]
         overlap = cells(screen.query_one("#overlap-table", RecordTable))
-        # ppm keeps 64 from neuron 0, wanda 72 from neuron 0 in layer 0: they share 64.
-        assert overlap[0] == ["0", "64", "100.0"]
+        # ppm keeps 64 from neuron 0, wanda 72 from neuron 0 in layer 0: they share 64, all of the fewer
+        # kept, where two random choices of 64 and 72 out of 96 would share 75%.
+        assert overlap[0] == ["0", "64", "100.0", "75.0"]
 
 
 async def test_compare_of_unpruned_models_hides_retention_and_overlap(store, filled):
@@ -129,3 +139,82 @@ async def test_tradeoff_against_the_parent_colours_by_direction_and_dims_noise(s
         assert styles[(rows.index(("wikitext", "word_perplexity,none")), "delta")] == "red"  # perplexity rose
         assert styles[(rows.index(("boolq", "acc,none")), "pruned")] == "dim"
         assert "change" in screen_text(app) and "-22.6%" in screen_text(app)
+
+
+async def test_compare_names_a_best_only_beyond_noise_as_trade_off_and_the_cli_do(store, filled, capsys):
+    """arc_easy 0.40 vs 0.35 was "best" in Compare while Trade-off found the pair within noise: one rule
+    now, shown with each value's stderr and limit. Overlap shows chance beside it, below it in red."""
+    from workbench.cli.main import main
+
+    higher = {"higher_is_better": True}  # as lm-eval records accuracy
+    with store.write() as s:
+        queries.add_evaluations(s, [
+            eval_row(filled["base"], "boolq", "acc,none", 0.40, stderr=0.11, limit=20.0, settings=higher),
+            eval_row(filled["ppm"], "boolq", "acc,none", 0.35, stderr=0.11, limit=20.0, settings=higher),
+        ])  # fmt: skip
+        # A third cut of llama-base that keeps the last 32 neurons of each layer: none ppm keeps in layer 0.
+        tail = [retention([32] * 3)[i] for i in range(3)]
+        for row in tail:
+            row.kept_indices = bitset.encode(range(WIDTH - 32, WIDTH), WIDTH)
+        queries.record_run(s, run_row(filled["base"], scorer="l2", created_at=T0), tail,
+                           model_row("llama-tail-67", source="pruned", source_ref="", intermediate_size=32,
+                                     expansion=1.0, parameters=200_000, created_at=T0, path="models/tail"))  # fmt: skip
+    tail_id = queries.get_model(store, "llama-tail-67").id
+    app = app_on(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        app.open_compare([filled["base"], filled["ppm"], tail_id])
+        await settle(pilot)
+        screen = app.screen
+        metrics = screen.query_one("#metrics-table", RecordTable).table
+        rows = {(r["task"], r["metric"]): r for r in metrics.records()}
+        boolq = rows[("boolq", "acc,none")]
+        assert boolq["best"] == "within noise"  # 0.05 apart, 2·√(0.11²+0.11²) = 0.31 needed
+        assert (boolq[f"m{filled['base']}_stderr"], boolq["limit"]) == (0.11, "20")
+        assert rows[("arc_easy", "acc_norm,none")]["best"] == "llama-base"  # 0.62 vs 0.48, stderr 0.01
+        assert rows[("arc_easy", "acc_norm,none")]["limit"] == "100"
+        assert rows[("model", "size_bytes")]["best"] == ""  # no direction: no best
+        await pilot.press("right_square_bracket")  # the Metrics tab
+        await settle(pilot)
+        assert "best: beats every other beyond noise" in screen_text(app)
+
+        await pilot.press("right_square_bracket", "right_square_bracket")  # past Retention, to Overlap
+        await settle(pilot)
+        overlap = screen.query_one("#overlap-table", RecordTable)
+        titles = [c.title for c in overlap.table.columns]
+        assert titles[:4] == ["layer", "llama-ppm-50 ∩ llama-tail-67", "% shared", "% chance"]
+        first = overlap.table.formatted()[0]
+        assert first[1:4] == ["0", "0.0", "66.7"]  # nothing shared in layer 0, where chance is 64/96
+        assert "red: below chance" in screen_text(app)
+
+    assert main(["--store", str(store.root), "compare", "llama-base", "llama-ppm-50", "llama-tail-67", "--json"]) == 0
+    cli = {(r["task"], r["metric"]): r["best"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert cli[("boolq", "acc,none")] is None and cli[("arc_easy", "acc_norm,none")] == "llama-base"
+    assert main(["--store", str(store.root), "compare", "llama-base", "llama-ppm-50"]) == 0
+    printed = capsys.readouterr().out
+    assert "300.0k" in printed and "e+0" not in printed  # parameters readable, not 3e+05
+    assert "within noise" in printed
+
+
+async def test_tradeoff_of_a_model_never_evaluated_says_how_to_evaluate_it(store, filled):
+    with store.write() as s:
+        queries.record_run(s, run_row(filled["base"], scorer="l2", created_at=T0), retention([48] * 3),
+                           model_row("llama-l2-50", source="pruned", source_ref="", intermediate_size=48,
+                                     expansion=1.5, parameters=250_000, size_bytes=3 * 2**20, created_at=T0,
+                                     path="models/l2"))  # fmt: skip
+    app = app_on(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.open_tradeoff(queries.get_model(store, "llama-l2-50").id)
+        await settle(pilot)
+        text = screen_text(app)
+        assert "parent: llama-base · pruned: llama-l2-50" in text
+        assert "—: not evaluated on that task · e evaluates llama-base and llama-l2-50" in text
+        table = app.screen.query_one(RecordTable).table
+        records = {(r["task"], r["metric"]): r for r in table.records()}
+        assert records[("arc_easy", "acc_norm,none")]["pruned"] is None
+        assert table.formatted()[1][:5] == ["model", "size_bytes", "1000 B", "3.0 MiB", "+3.0 MiB"]  # as elsewhere
+        await pilot.press("e")  # both models, ready for the same tasks
+        await settle(pilot)
+        assert isinstance(app.screen, EvalForm)
+        assert sorted(m.name for m in app.screen.chosen.values()) == ["llama-base", "llama-l2-50"]

@@ -1,15 +1,22 @@
-"""The forms: checked as you type, with a preview of what the launch would make."""
+"""The forms: checked as you type, with a preview of what the launch would make; a problem under its
+field in the form's words; letters that stay in the form; leaving or quitting with input asks."""
 
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Input, Select, SelectionList, Static
-from tui_helpers import anyio_backend, app_on, filled_fixture, settle  # noqa: F401  (fixtures)
+from textual.widgets import Button, Input, Select, SelectionList, Static
+from tui_helpers import anyio_backend, app_on, filled_fixture, notices, screen_text, settle  # noqa: F401  (fixtures)
 
+from store import jobs as job_rows
+from tui.confirm import Confirm
 from tui.forms.evaluate import EvalForm
+from tui.forms.files import FilePicker
+from tui.forms.form import FormScreen
 from tui.forms.import_model import ImportForm
 from tui.forms.prune import PruneForm
 from tui.screens.jobs import JobsScreen
+from tui.screens.models import ModelsScreen
+from tui.screens.runs import RunsScreen
 from workbench import jobs
 
 pytestmark = pytest.mark.anyio
@@ -19,9 +26,20 @@ def check_line(app) -> str:
     return str(app.screen.query_one("#check", Static).render())
 
 
+def under(form: FormScreen, field: str) -> str:
+    """The problem shown under a field ("" when none shows)."""
+    line = form.error_line(field)
+    return str(line.render()) if line is not None and line.display else ""
+
+
 async def type_into(pilot, widget_id: str, text: str) -> None:
     field = pilot.app.screen.query_one(f"#{widget_id}", Input)
     field.value = text
+    await settle(pilot)
+
+
+async def choose(pilot, widget_id: str, value: str) -> None:
+    pilot.app.screen.query_one(f"#{widget_id}", Select).value = value
     await settle(pilot)
 
 
@@ -37,31 +55,66 @@ async def test_prune_form_checks_as_you_type_and_previews_widths_parameters_expa
         assert "300.0k → 286.2k (4.6% fewer) · expansion 3.00 → 1.50" in check_line(app)
         assert form.spec is not None and form.spec.percent == 50.0
 
+        # A problem shows under its field in the form's words (the engine's says --percent), and on
+        # the check line after the field's label.
         await pilot.press(*"505")  # the focused field starts selected: typing replaces it
         await settle(pilot)
-        assert check_line(app) == "--percent must be at least 0 and below 100, got 505"
-        assert form.spec is None
+        assert under(form, "target") == "the percent removed must be at least 0 and below 100, got 505"
+        assert check_line(app) == "Target: the percent removed must be at least 0 and below 100, got 505"
+        assert form.spec is None and not under(form, "divisor")
         await type_into(pilot, "target", "abc")
-        assert check_line(app) == "the target must be a number, got 'abc'"
+        assert under(form, "target") == "the percent removed must be a number, got 'abc'"
+        await type_into(pilot, "target", "nan")
+        assert under(form, "target") == "the percent removed must be a finite number, got 'nan'"
+        await type_into(pilot, "target", "")
+        assert under(form, "target") == "give the percent removed"
 
-        form.query_one("#target-kind", Select).value = "expansion"
-        await type_into(pilot, "target", "2")
-        assert "layers 0-2: 96 → 64" in check_line(app)
+        # Another kind of target starts from a sensible value of its own, not the old number.
+        await choose(pilot, "target-kind", "expansion")
+        assert form.query_one("#target", Input).value == "2.25"  # a quarter below the model's 3.0
+        assert "layers 0-2: 96 → 72" in check_line(app) and form.spec is not None
         await type_into(pilot, "target", "4")
-        assert "does not shrink the model: its expansion is already 3" in check_line(app)
+        assert under(form, "target") == "the expansion ratio 4 does not shrink the model: its expansion is already 3"
         await type_into(pilot, "target", "1.5")
         await type_into(pilot, "divisor", "32")
         assert "layers 0-2: 96 → 32" in check_line(app)  # 48 rounded down to a multiple of 32
+        await type_into(pilot, "divisor", "512")
+        assert under(form, "divisor").startswith("impossible rounding: 48 neurons rounded down")
+        await type_into(pilot, "divisor", "1")
         await type_into(pilot, "layers", "0-1")
-        assert "layers 0-1: 96 → 32  layer 2: 96 → 96" in check_line(app)
+        assert "layers 0-1: 96 → 48  layer 2: 96 → 96" in check_line(app)
         await type_into(pilot, "layers", "0-7")
-        assert "names layer 7, but the model has 3" in check_line(app)
+        assert under(form, "layers") == "layers '0-7' names layer 7, but the model has 3 (0-2)"
+        await type_into(pilot, "layers", "0-99999999999999999")  # refused at once, never spelled out
+        assert "names layer 99999999999999999" in under(form, "layers")
         await type_into(pilot, "layers", "all")
+        await choose(pilot, "target-kind", "percent")
+        assert form.query_one("#target", Input).value == "50"
         await type_into(pilot, "model", "nosuch")
-        assert check_line(app) == "no model named 'nosuch' in the store"
+        assert under(form, "model") == "no model named 'nosuch' in the store"
 
 
-async def test_calibration_fields_show_only_for_data_driven_scorers(store, filled):
+async def test_a_model_name_completes_and_the_form_says_how(store, filled):
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.open_prune_form()
+        await settle(pilot)
+        form = app.screen
+        assert "→ completes" in form.query_one("#model", Input).placeholder
+        assert under(form, "model") == "choose a model to prune: type its name (→ completes it)"
+        await pilot.press(*"llama-w")
+        await settle(pilot)
+        assert under(form, "model") == "no model named 'llama-w' in the store: → completes it to 'llama-wanda-25'"
+        await pilot.press("right")  # takes the suggestion
+        await settle(pilot)
+        assert form.query_one("#model", Input).value == "llama-wanda-25" and form.spec is not None
+
+
+async def test_calibration_is_chosen_from_the_sources_and_read_before_anything_is_queued(
+    store, filled, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
     app = app_on(store)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
@@ -70,16 +123,48 @@ async def test_calibration_fields_show_only_for_data_driven_scorers(store, fille
         form = app.screen
         assert not form.query_one("#calibration").display
         assert "peak-to-peak magnitude" in str(form.query_one("#scorer-info", Static).render())
-        form.query_one("#scorer", Select).value = "wanda"
-        await settle(pilot)
-        assert form.query_one("#calibration").display
+        await choose(pilot, "scorer", "wanda")
+        assert form.query_one("#calibration").display and not form.query_one("#source-row").display
+        assert "calibration: wikitext2: 60 documents" in check_line(app)  # read from the data folder
         await type_into(pilot, "samples", "0")
-        assert check_line(app) == "--samples must be at least 1, got 0"
+        assert check_line(app) == "Samples: samples must be at least 1, got 0"
         await type_into(pilot, "samples", "8")
         assert form.spec is not None and (form.spec.calibration, form.spec.samples) == ("wikitext2", 8)
-        form.query_one("#allocation", Select).value = "global"
-        await settle(pilot)
+        await choose(pilot, "allocation", "global")
         assert "global allocation: widths differ per layer" in check_line(app)
+
+        await choose(pilot, "calibration-kind", "file")
+        assert form.query_one("#source-row").display and form.query_one("#browse", Button).display
+        assert under(form, "calibration-source") == "give the text file to calibrate on" and form.spec is None
+        await type_into(pilot, "calibration-source", "foo")  # queued once, failed seconds later: no more
+        assert under(form, "calibration-source") == "a text file ends in .txt or .jsonl, got 'foo'"
+        await type_into(pilot, "calibration-source", str(tmp_path / "missing.txt"))
+        assert under(form, "calibration-source") == f"text file {tmp_path / 'missing.txt'} does not exist"
+        await pilot.press("ctrl+s")  # refused, and says why, with the cursor put in the field
+        await settle(pilot)
+        assert notices(app)[-1] == f"not launched: text file {tmp_path / 'missing.txt'} does not exist"
+        assert app.focused is form.query_one("#calibration-source") and job_rows.list_jobs(store) == []
+        (tmp_path / "empty.txt").write_text("  \n")
+        await type_into(pilot, "calibration-source", str(tmp_path / "empty.txt"))
+        assert under(form, "calibration-source") == f"text file {tmp_path / 'empty.txt'} holds no text"
+        (tmp_path / "notes.txt").write_text("one two three")
+        (tmp_path / "notes.csv").write_text("not offered")
+        form.query_one("#browse", Button).press()  # or pick it from the folder tree (of the folder it runs in)
+        await pilot.pause(0.5)  # (the tree reads folders on a worker of its own, which stays)
+        assert isinstance(app.screen, FilePicker)
+        assert "notes.txt" in screen_text(app) and "notes.csv" not in screen_text(app)
+        app.screen.dismiss(tmp_path / "notes.txt")
+        await settle(pilot)
+        assert form.query_one("#calibration-source", Input).value == str(tmp_path / "notes.txt")
+        assert f"calibration: {tmp_path / 'notes.txt'}: 1 document, 3 words" in check_line(app)
+        assert form.spec is not None and form.spec.calibration == str(tmp_path / "notes.txt")
+
+        await choose(pilot, "calibration-kind", "hub")
+        await type_into(pilot, "calibration-source", "wikitext:wikitext-2-raw-v1@train")
+        assert "the hub dataset wikitext:wikitext-2-raw-v1@train, read when the job starts" in check_line(app)
+        assert form.spec is not None and form.spec.calibration == "hf:wikitext:wikitext-2-raw-v1@train"
+        await type_into(pilot, "calibration-source", "hf:")
+        assert under(form, "calibration-source").startswith("hf: needs a dataset")
 
 
 async def test_eval_form_picks_models_and_tasks_checks_and_queues_a_job(store, filled, monkeypatch):
@@ -92,9 +177,14 @@ async def test_eval_form_picks_models_and_tasks_checks_and_queues_a_job(store, f
         form = app.screen
         assert isinstance(form, EvalForm)
         assert sorted(m.name for m in form.chosen.values()) == ["llama-ppm-50", "llama-wanda-25"]
-        assert check_line(app) == "name at least one task, e.g. gsm8k, ifeval, truthfulqa_mc1"
-        await type_into(pilot, "model-filter", "qwen")  # the chosen stay listed while filtering
+        assert check_line(app) == "Tasks: name at least one task, e.g. gsm8k, ifeval, truthfulqa_mc1"
         models = form.query_one("#models", SelectionList)
+        assert models.highlighted == 0  # a row under the cursor from the start, as in Tasks
+        text = screen_text(app)
+        # Ticked and unticked rows differ in plain text too, not by colour alone.
+        assert "▐X▌ llama-ppm-50" in text and "▐ ▌ llama-base" in text and "▐ ▌ gsm8k" in text
+        assert "Chat template  auto" in text  # the label and its field apart
+        await type_into(pilot, "model-filter", "qwen")  # the chosen stay listed while filtering
         assert models.option_count == 3
         models.select(filled["qwen"])
         await settle(pilot)
@@ -105,10 +195,10 @@ async def test_eval_form_picks_models_and_tasks_checks_and_queues_a_job(store, f
         await settle(pilot)
         assert check_line(app).startswith("3 models × 2 tasks: arc_easy, piqa")
         await type_into(pilot, "limit", "2.5")
-        assert check_line(app) == "a limit above 1 counts documents: a whole number, got 2.5"
+        assert under(form, "limit") == "a limit above 1 counts documents: a whole number, got 2.5"
         await type_into(pilot, "limit", "100")
         await type_into(pilot, "batch-size", "big")
-        assert check_line(app) == "the batch size must be auto or a positive integer, got 'big'"
+        assert under(form, "batch-size") == "the batch size must be auto or a positive integer, got 'big'"
         await type_into(pilot, "batch-size", "8")
         await pilot.press("ctrl+s")
         await settle(pilot)
@@ -129,35 +219,229 @@ async def test_import_form_checks_the_source_of_the_kind_chosen_and_the_name(sto
         assert check_line(app) == "imports smollm2 as 'smollm2'"  # the bundled model, by default
         assert form.request is not None and not form.query_one("#source-row").display
 
-        async def choose(kind: str) -> None:
-            form.query_one("#kind", Select).value = kind
-            await settle(pilot)
-
-        await choose("folder")
-        assert check_line(app) == "give a model folder" and form.request is None
+        await choose(pilot, "kind", "folder")
+        assert check_line(app) == "Folder: give a model folder" and form.request is None
         await type_into(pilot, "source", str(tmp_path / "nothing"))
-        assert check_line(app) == f"no folder {tmp_path / 'nothing'}"
+        assert under(form, "source") == f"no folder {tmp_path / 'nothing'}"
         await type_into(pilot, "source", str(tmp_path))
-        assert check_line(app) == f"{tmp_path} is not a Hugging Face model folder (no config.json)"
+        assert under(form, "source") == f"{tmp_path} is not a Hugging Face model folder (no config.json)"
         (tmp_path / "config.json").write_text("{}")
         await type_into(pilot, "source", str(tmp_path) + "/")
         assert check_line(app) == f"imports {tmp_path} as '{tmp_path.name}'"
         await type_into(pilot, "name", "llama-base")
-        assert check_line(app) == "the store already has a model named 'llama-base': choose another name"
+        assert under(form, "name") == "the store already has a model named 'llama-base': choose another name"
         assert form.request is None
         await type_into(pilot, "name", "mine")
 
-        await choose("gguf")
-        assert check_line(app) == f"{tmp_path} is not a .gguf file"
+        await choose(pilot, "kind", "gguf")
+        assert check_line(app) == f"GGUF file: {tmp_path} is not a .gguf file"
         await type_into(pilot, "source", str(tmp_path / "model.gguf"))
-        assert check_line(app) == f"GGUF file {tmp_path / 'model.gguf'} does not exist"
+        assert under(form, "source") == f"GGUF file {tmp_path / 'model.gguf'} does not exist"
 
-        await choose("hub")
+        await choose(pilot, "kind", "hub")
         await type_into(pilot, "source", "SmolLM2")
-        assert check_line(app) == "a hub id is owner/name, got 'SmolLM2'"
+        assert under(form, "source") == "a hub id is owner/name, got 'SmolLM2'"
         await type_into(pilot, "source", str(tmp_path))
-        assert check_line(app) == f"{tmp_path} is a model folder, not a hub id"
+        assert under(form, "source") == f"{tmp_path} is a model folder, not a hub id"
         await type_into(pilot, "source", "HuggingFaceTB/SmolLM2-135M-Instruct")
         assert check_line(app) == "imports HuggingFaceTB/SmolLM2-135M-Instruct as 'mine'"
         assert form.request is not None and form.request.to_dict() == {
             "source": "HuggingFaceTB/SmolLM2-135M-Instruct", "name": "mine", "if_missing": False}  # fmt: skip
+
+
+# The printable keys that could act from a form: the app's (Models, Runs, Jobs, Studies, Prune, Evaluate,
+# Import, Keys, Quit) and every screen's Export.
+BOUND_KEYS = [*"mrjSpeiqx", "question_mark"]
+TYPED = "mrjSpeiqx?"
+
+
+def shown(widget) -> bool:
+    return all(node.display for node in widget.ancestors_with_self if hasattr(node, "display"))
+
+
+def open_forms(app, filled) -> list:
+    return [lambda: app.open_prune_form("llama-base"), lambda: app.open_eval_form([filled["ppm"]]),
+            app.open_import_form]  # fmt: skip
+
+
+async def test_letters_in_every_form_field_stay_in_the_form(store, filled):
+    """q quit the app and r jumped to Runs from a dropdown or a checkbox list, throwing the input away:
+    in a form, every printable key belongs to the form."""
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for open_form in open_forms(app, filled):
+            open_form()
+            await settle(pilot)
+            form = app.screen
+            assert isinstance(form, FormScreen)
+            assert "Quit" not in screen_text(app) and "Runs" not in screen_text(app)  # nor in the key bar
+            fields = [w for w in form.query("Input, Select, SelectionList, Button") if w.focusable]
+            assert len(fields) >= 3
+            for field in fields:
+                if not shown(field):
+                    continue
+                field.focus()
+                await settle(pilot)
+                before = form.values()
+                await pilot.press(*BOUND_KEYS)
+                await settle(pilot)
+                assert app.screen is form and app.is_running and app.current_mode == "models", field
+                if isinstance(field, Input):
+                    assert field.value.endswith(TYPED), field  # the letters went into the field
+                    field.value = str(before[field.id]) if field.id in before else ""
+                    await settle(pilot)
+                else:
+                    assert form.values() == before, field  # a dropdown or a list: nothing changed
+            form.dismiss()
+            await settle(pilot)
+        assert isinstance(app.screen, ModelsScreen)
+
+
+async def test_leaving_a_form_with_input_asks_first_and_quitting_never_happens_from_a_form(store, filled):
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        form = app.screen
+        await pilot.press("escape")  # nothing typed: it just goes
+        await settle(pilot)
+        assert isinstance(app.screen, ModelsScreen)
+
+        await pilot.press("p")
+        await settle(pilot)
+        form = app.screen
+        await pilot.press(*"30")
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, Confirm) and app.screen.question.startswith("Leave the new pruning run?")
+        await pilot.press("n")  # stay: the input is where it was
+        await settle(pilot)
+        assert app.screen is form and form.query_one("#target", Input).value == "30"
+
+        await pilot.press("ctrl+q")  # the app's quit key, from a form with input in it
+        await settle(pilot)
+        assert isinstance(app.screen, Confirm)
+        assert "What you entered in the new pruning run is lost" in app.screen.question
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.screen is form and app.is_running
+        await pilot.press("escape", "y")  # leave, losing the input
+        await settle(pilot)
+        assert isinstance(app.screen, ModelsScreen)
+
+        await pilot.press("p")  # a fresh form, untouched: quitting from it still asks
+        await settle(pilot)
+        await pilot.press("ctrl+q")
+        await settle(pilot)
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("y")
+        await settle(pilot)
+    assert app.return_code == 0
+
+
+async def test_the_forms_start_from_the_row_in_view_else_the_last_model(store, filled, monkeypatch):
+    monkeypatch.setattr(jobs, "ensure_worker", lambda store: True)  # queued only: no job process here
+    app = app_on(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("r")  # the newest run first: the failed one, of qwen-base, which made nothing
+        await settle(pilot)
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("p")
+        await settle(pilot)
+        assert app.screen.query_one("#model", Input).value == "qwen-base"  # another setting on its base
+        app.screen.dismiss()
+        await settle(pilot)
+        await pilot.press("down", "e")  # run 2 made llama-wanda-25: an evaluation starts with it
+        await settle(pilot)
+        assert [m.name for m in app.screen.chosen.values()] == ["llama-wanda-25"]
+        app.screen.dismiss()
+        await settle(pilot)
+        await pilot.press("enter", "p")  # from the run's own screen too
+        await settle(pilot)
+        assert app.screen.query_one("#model", Input).value == "llama-base"
+        await pilot.press("ctrl+s")  # launched: the model is remembered
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        app.switch_mode("studies")  # a screen with no model in view
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        assert app.screen.query_one("#model", Input).value == "llama-base"
+
+
+# Empty, blank, edge numbers, huge, markup, wide characters, paths, SQL wildcards and quotes, a NUL.
+ODD = ["", " ", "0", "-1", "1e309", "nan", "9" * 400, "abc", "ü€😀", "[/]", "[bold]x", "a\tb", "/", "~nobody/x",
+       "'\"%_\\", "a\x00b", "0-", ","]  # fmt: skip
+
+
+async def test_every_form_and_dialog_survives_empty_and_odd_input_in_every_field(store, filled, tmp_path, monkeypatch):
+    """No input may crash the app: every field of every form and dialog, empty and odd, each choice of
+    every dropdown, and a launch tried in each odd state (refused, saying why)."""
+    monkeypatch.chdir(tmp_path)  # where exports land
+    monkeypatch.setattr(jobs, "ensure_worker", lambda store: True)  # an odd name may still queue a job: no process
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for open_form in open_forms(app, filled):
+            open_form()
+            await settle(pilot)
+            form = app.screen
+            for select in form.query(Select):
+                for _, value in list(select._options):
+                    select.value = value
+                    await settle(pilot)
+            for field in form.query(Input):
+                for text in ODD:
+                    field.value = text
+                    await settle(pilot)
+                    assert app.screen is form and app.is_running, (field.id, text)
+                await pilot.press("ctrl+s")  # the last odd value: refused or queued, never a crash
+                await settle(pilot)
+                if app.screen is not form:  # an odd value that is still a good request (a name): queued
+                    break
+                field.value = ""
+                await settle(pilot)
+            for checklist in form.query(SelectionList):
+                checklist.select_all()
+                await settle(pilot)
+                checklist.deselect_all()
+                await settle(pilot)
+            assert app.is_running
+            while len(app.screen_stack) > 1:
+                app.pop_screen()
+            await settle(pilot)
+
+        # The export dialog: its file field, with each format.
+        await pilot.press("x")
+        await settle(pilot)
+        dialog = app.screen
+        here = [t for t in ODD if not t.startswith(("/", "~", ".."))]  # what may be written, inside tmp_path
+        for text in [*here, str(tmp_path), str(tmp_path / "no" / "such.csv")]:
+            dialog.query_one("#export-path", Input).value = text
+            await settle(pilot)
+            for fmt in ("md", "csv"):
+                dialog.query_one("#export-format", Select).value = fmt
+                await settle(pilot)
+            await pilot.press("ctrl+s")
+            await settle(pilot)
+            assert app.is_running, text
+            if app.screen is not dialog:  # written: open it again for the next value
+                await pilot.press("x")
+                await settle(pilot)
+                dialog = app.screen
+        dialog.dismiss(None)
+        await settle(pilot)
+
+        # The lists' filters.
+        for mode in ("models", "runs", "studies"):
+            app.switch_mode(mode)
+            await settle(pilot)
+            for text in ODD:
+                app.screen.query_one("#filter", Input).value = text
+                await settle(pilot)
+                assert app.is_running, (mode, text)
+        assert app.is_running

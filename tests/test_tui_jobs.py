@@ -12,6 +12,7 @@ from textual.widgets import Input, Log, Select
 from tui_helpers import anyio_backend, app_on, filled_fixture, notices, screen_text, settle  # noqa: F401
 
 from store import jobs as job_rows
+from tui.confirm import Confirm
 from tui.records import RecordTable
 from tui.screens.jobs import JobsScreen
 from tui.screens.model_detail import ModelDetailScreen
@@ -74,6 +75,30 @@ async def test_cancel_a_queued_job_then_retry_it(store, filled, monkeypatch):
         new = max(screen.jobs)
         assert screen.jobs[new].status == "queued" and screen.current.id == new and started
         assert f"job {job_id} queued again as job {new}" in notices(app)
+
+
+async def test_cancelling_a_running_job_asks_first(store, filled):
+    """c cancels a queued job at once (retry queues it again), but a running one would lose its work."""
+    job_id = jobs.submit(store, "prune", REQUEST)
+    job_rows.claim(store, os.getpid(), job_id=job_id)
+    job_rows.update_running(store, job_id, stage="calibrate", progress=0.4, message="batch 3/8")
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.show_jobs(job_id)
+        await wait_for(pilot, lambda: job_id in app.screen.jobs)
+        screen = app.screen
+        await pilot.press("c")
+        await settle(pilot)
+        assert isinstance(app.screen, Confirm)
+        asked = f"Cancel job {job_id} (llama-base ppm 50%, 40% done)? The work it has done is lost."
+        assert app.screen.question == asked
+        await pilot.press("enter")  # the focused answer keeps it running
+        await settle(pilot)
+        assert app.screen is screen and not job_rows.get_job(store, job_id).cancel_requested
+        await pilot.press("c", "y")
+        await wait_for(pilot, lambda: job_rows.get_job(store, job_id).cancel_requested)
+        assert f"job {job_id} asked to stop at the next layer or batch" in notices(app)
 
 
 async def test_a_pruning_run_launched_from_the_form_runs_and_opens_with_its_retention(store, tiny_model_dirs):

@@ -45,15 +45,17 @@ async def test_sort_from_the_menu_and_by_header_click(store, filled):
         table = app.screen.query_one(PagedTable)
         await pilot.press("s")  # the menu lists the sortable columns; pick "params"
         menu = app.screen
-        assert [c.title for c in menu.columns][:3] == ["name", "family", "layers"]
-        await pilot.press(*["down"] * 6, "enter")
+        assert [c.title for c in menu.columns][:3] == ["name", "params", "width"]
+        await pilot.press("down", "enter")
         await settle(pilot)
         assert (table.sort, table.descending) == ("params", True)  # numbers: largest first
         assert names(table)[0] == "llama-base"
         await pilot.press("s", "enter")  # the column sorted on is highlighted; choosing it reverses
         await settle(pilot)
         assert (table.sort, table.descending) == ("params", False) and names(table)[0] == "qwen-base"
-        await pilot.click(PagedTable, offset=(22, 1))  # the "family" header (inside the border)
+        family = list(table.columns).index("family")
+        x = 1 + sum(c.get_render_width(table) for c in list(table.columns.values())[:family])  # inside the border
+        await pilot.click(PagedTable, offset=(x + 2, 1))  # the "family" header
         await settle(pilot)
         assert table.sort == "family" and names(table)[-1] == "qwen-base"
         assert "family ▲" in screen_text(app)
@@ -114,13 +116,13 @@ async def test_export_writes_every_row_that_matches_with_raw_values(store, fille
         assert rows[0]["removed"] == "0.19999999999999996" or float(rows[0]["removed"]) == 0.2
         assert rows[0]["created_at"].startswith("2025-03-02T")
         await pilot.press("x")
-        await pilot.press("shift+tab", "down", "enter")  # Markdown: back to the radio set, its second button
+        await pilot.press("shift+tab", "enter", "down", "enter")  # Markdown: the format's dropdown, its second
         path = app.screen.query_one("#export-path")
         assert path.value.endswith(".md")
         path.value = str(tmp_path / "runs.md")
         await pilot.press("ctrl+s")
         await settle(pilot)
-        assert (tmp_path / "runs.md").read_text().startswith("### runs\n\n| id | base |")
+        assert (tmp_path / "runs.md").read_text().startswith("### runs\n\n| id | status | base |")
 
 
 async def test_marked_models_open_a_comparison(store, filled):
@@ -137,3 +139,38 @@ async def test_marked_models_open_a_comparison(store, filled):
         await pilot.press("c")
         await settle(pilot)
         assert app.screen.model_ids == [filled["ppm"], filled["wanda"]]
+
+
+async def test_export_with_the_file_field_cleared_or_odd_never_fails(store, filled, tmp_path, monkeypatch):
+    """Clearing File, then switching CSV/Markdown, raised ValueError and took the app down."""
+    tmp_path = tmp_path / "here"
+    tmp_path.mkdir()
+    monkeypatch.chdir(tmp_path)
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("x")
+        await settle(pilot)
+        dialog = app.screen
+        path = dialog.query_one("#export-path")
+        assert path.value == str(tmp_path / "models.csv")
+        path.value = ""
+        await settle(pilot)
+        assert "give a file to write" in screen_text(app)
+        await pilot.press("ctrl+s")  # refused, saying why: nothing written, the dialog stays
+        await settle(pilot)
+        assert app.screen is dialog and list(tmp_path.iterdir()) == []
+        dialog.query_one("#export-format").value = "md"  # a file named after the table, in this folder
+        await settle(pilot)
+        assert path.value == str(tmp_path / "models.md")
+        path.value = str(tmp_path)  # a folder: the file goes in it
+        dialog.query_one("#export-format").value = "csv"
+        await settle(pilot)
+        assert path.value == str(tmp_path / "models.csv")
+        path.value = str(tmp_path / "no" / "such.csv")
+        await settle(pilot)
+        assert str(dialog.query_one("#export-problem").render()) == f"no folder {tmp_path / 'no'}"
+        path.value = "mine"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert (tmp_path / "mine").read_text().startswith("name,parameters,intermediate")

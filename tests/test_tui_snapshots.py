@@ -1,5 +1,7 @@
-"""Snapshots of the main screens at 80x24 on stores with fixed names and timestamps
-(pytest-textual-snapshot; `pytest --snapshot-update` rewrites them after a deliberate change)."""
+"""Snapshots of the main screens at 80x24 on stores with fixed names and timestamps, long names
+among them (the columns that matter stay in sight), and of a form's focus in each theme
+(pytest-textual-snapshot; `pytest --snapshot-update` rewrites them after a deliberate change: look
+at what changed first, e.g. rendered to PNG)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 from study_store import NAME, fill_study
 from textual.pilot import Pilot
 from tui_helpers import app_on, filled_fixture, settle  # noqa: F401  (fixtures)
-from tui_store import T0
+from tui_store import T0, add_long_names
 
 from store.tables import Job
 from tui.app import ANSI_THEME, WorkbenchApp
@@ -124,3 +126,40 @@ def test_study_tradeoff(snap_compare, study):
 def test_study_chart(snap_compare, study):
     run_before = before(lambda app: app.open_study(NAME), lambda app: app.screen.action_tab(2))
     assert snap_compare(app_on(study), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.fixture
+def long_names(store):
+    return store, add_long_names(store)
+
+
+def test_models_with_long_names(snap_compare, long_names):
+    """Name, parameters, width, expansion, evaluations and parent in sight; a long name cut in its middle."""
+    store, _ = long_names
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before())
+
+
+def test_jobs_with_long_names(snap_compare, long_names):
+    """Status, progress and ETA first; what each job is gives way."""
+    store, _ = long_names
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before(lambda app: app.switch_mode("jobs")))
+
+
+def test_tradeoff_with_long_names(snap_compare, long_names):
+    """Metric keys whole; the names above the table, not in its headers."""
+    store, ids = long_names
+    run_before = before(lambda app: app.open_tradeoff(ids["cut"]))
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=run_before)
+
+
+def focused_dropdown(app: WorkbenchApp) -> None:
+    app.open_prune_form("llama-base")
+    app.call_after_refresh(lambda: app.screen.query_one("#target-kind").focus())
+
+
+@pytest.mark.parametrize("theme", ["textual-dark", "textual-light", ANSI_THEME])
+def test_focus_shows_in_every_theme(snap_compare, demo, theme):
+    """The focused field (a dropdown here) is marked on its left, its label lit and its value shaded."""
+    store, _ = demo
+    app = WorkbenchApp(store, theme=theme)
+    assert snap_compare(app, terminal_size=SIZE, run_before=before(focused_dropdown))

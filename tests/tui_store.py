@@ -93,3 +93,52 @@ def add_failed_runs(store: Store, base_id: int, n: int) -> None:
         for i in range(n):
             when = T0 + timedelta(days=1, minutes=i)
             queries.record_failed_run(s, run_row(base_id, scorer="l2", created_at=when), f"error {i}")
+
+
+LONG_BASE = "smollm2-135m-instruct-base"
+LONG_CUT = "smollm2-135m-instruct-hybrid-p20-d64-wikitext2"
+
+
+def add_long_names(store: Store) -> dict[str, int]:
+    """A base and a cut with long names, evaluated on tasks whose metric keys are long, and jobs that
+    describe themselves at length (for the 80x24 snapshots); the ids of base and cut."""
+    from store.tables import Job
+
+    with store.write() as s:
+        base = model_row(LONG_BASE, created_at=T0, parameters=134_515_008, hidden_size=576, intermediate_size=1536,
+                         expansion=2.667, num_layers=30, size_bytes=541_595_648, path="models/long-base")  # fmt: skip
+        s.add(base)
+        s.flush()
+        cut = queries.record_run(
+            s,
+            run_row(base.id, scorer="hybrid", target_value=20.0, divisor=64, calibration_source="wikitext2",
+                    calibration_samples=64, calibration_seq_len=512, created_at=T0 + timedelta(hours=1)),  # fmt: skip
+            retention([64, 64, 64]),
+            model_row(LONG_CUT, source="pruned", source_ref="", intermediate_size=1216, hidden_size=576,
+                      expansion=2.111, num_layers=30, parameters=118_598_976, size_bytes=477_904_896,
+                      created_at=T0 + timedelta(hours=1), path="models/long-cut"),  # fmt: skip
+        )
+        figures = [("arc_challenge", "acc_norm,none", True, (0.305, 0.290), 0.032),
+                   ("gsm8k", "exact_match,flexible-extract", True, (0.040, 0.020), 0.010),
+                   ("truthfulqa_mc2", "acc,none", True, (0.420, 0.395), 0.015),
+                   ("wikitext", "word_perplexity,none", False, (21.50, 29.80), None)]  # fmt: skip
+        rows = []
+        for task, metric, higher, values, stderr in figures:
+            for model_id, value in zip((base.id, cut.model_id), values, strict=True):
+                rows.append(eval_row(model_id, task, metric, value, stderr=stderr, limit=200.0,
+                                     created_at=T0 + timedelta(hours=2), settings={"higher_is_better": higher}))
+        queries.add_evaluations(s, rows)
+        prune = {"model": LONG_BASE, "scorer": "hybrid", "percent": 20.0, "calibration": "wikitext2"}
+        evaluate = {"models": [LONG_BASE, LONG_CUT], "tasks": ["arc_challenge", "gsm8k", "truthfulqa_mc2"]}
+        s.add(Job(kind="prune", spec={"request": prune}, status="done", progress=1.0, message="done",
+                  created_at=T0 + timedelta(hours=1)))  # fmt: skip
+        s.add(Job(kind="eval", spec={"request": evaluate}, status="failed", progress=0.6, message="failed",
+                  error="RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB",
+                  created_at=T0 + timedelta(hours=2)))  # fmt: skip
+        s.add(Job(kind="eval", spec={"request": evaluate}, status="running", stage=f"{LONG_CUT}:gsm8k", progress=0.42,
+                  eta_seconds=424, message="gsm8k: 84/200 generations", device="cuda:0",
+                  peak_memory_bytes=3 * 2**30, created_at=T0 + timedelta(hours=3)))  # fmt: skip
+        s.add(Job(kind="prune", spec={"request": prune | {"percent": 40.0}}, status="queued",
+                  created_at=T0 + timedelta(hours=3, minutes=1)))  # fmt: skip
+        assert base.id is not None
+        return {"base": base.id, "cut": cut.model_id}

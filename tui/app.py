@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,9 +25,11 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from tui.confirm import Confirm
 from tui.failures import one_line
 from tui.keymap import load_keymap
 from tui.keys import KeysScreen, key_table
@@ -76,6 +79,7 @@ class WorkbenchApp(App[None]):
         self.store: Store | None = None
         self.data_dir = None if data_dir is None else Path(data_dir)  # passed on to the jobs it queues
         self._jobs_screen: JobsScreen | None = None
+        self.last_model = ""  # the model the last form launched work on: the next form starts from it
         if theme is not None:
             self.theme = theme
         if keymap:
@@ -125,22 +129,81 @@ class WorkbenchApp(App[None]):
             seen.add(command.title)
             yield command
         yield from binding_commands(screen, seen)
+        if self.store is not None:
+            yield from self._commands_elsewhere(seen)
+
+    def _commands_elsewhere(self, seen: set[str]) -> Iterable[SystemCommand]:
+        """The actions of the main screens not on this one ("Compare" from Jobs): each goes to its
+        screen and runs there."""
+        from tui.screens.jobs import JobsScreen
+        from tui.screens.models import ModelsScreen
+
+        for mode, kind in (("models", ModelsScreen), ("jobs", JobsScreen)):
+            for binding in kind.BINDINGS:
+                assert isinstance(binding, Binding)
+                if binding.description and binding.description not in seen:
+                    seen.add(binding.description)
+                    help = f"on the {kind.TITLE} screen, key {self.get_key_display(binding)}"
+                    yield SystemCommand(f"{binding.description} ({kind.TITLE})", help, partial(self._run_in, mode,
+                                        binding.action))  # fmt: skip
+
+    def _run_in(self, mode: str, action: str) -> None:
+        """Run an action of a mode's own screen, there (what was opened over it stays open)."""
+        self.switch_mode(mode)
+        self.call_after_refresh(self.run_action, action, self._screen_stacks[mode][0])
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Notifications carry what users typed and what errors said (model names, paths, '[/]'):
+        never read as markup, which such text could break."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def action_keys(self) -> None:
         self.push_screen(KeysScreen(key_table(self.screen)))
 
+    async def action_quit(self) -> None:
+        """Quit; from a form, or with a form's input unsaved, only once asked."""
+        forms = [s for stack in self._screen_stacks.values() for s in stack if hasattr(s, "unsaved")]
+        unsaved = [s for s in forms if s.unsaved()]
+        if not unsaved and not hasattr(self.screen, "unsaved"):
+            self.exit()
+            return
+        lost = " and ".join(s.WHAT for s in unsaved)
+        question = f"Quit the workbench? What you entered in {lost} is lost." if unsaved else "Quit the workbench?"
+
+        def answered(quit: bool | None) -> None:
+            if quit:
+                self.exit()
+
+        self.push_screen(Confirm(question, "Quit", "Stay"), answered)
+
     # Navigation (tui.navigation.Navigator): each screen imported where it opens ------------------
 
     def action_prune(self) -> None:
-        """The form, with the model in view (under the cursor, or the one shown) filled in."""
-        model = getattr(self.screen, "current_model", None)
-        self.open_prune_form(model.name if model is not None else "")
+        """The form, with the model in view (under the cursor, or the one shown) filled in, else the
+        model the last form launched work on."""
+        self.open_prune_form(getattr(self.screen, "current_model_name", None) or self.last_model)
 
     def action_evaluate(self) -> None:
-        """The form, with the marked models (Models screen), else the one in view."""
-        marked: list[int] = getattr(self.screen, "marked_ids", [])
-        model = getattr(self.screen, "current_model", None)
-        self.open_eval_form(marked or ([model.id] if model is not None else []))
+        """The form, with the models in view (marked, under the cursor, or shown), else the model the
+        last form launched work on."""
+        ids: list[int] = list(getattr(self.screen, "current_model_ids", []))
+        if not ids and self.last_model:
+            from store import queries
+
+            last = queries.find_model(self.opened, self.last_model)
+            ids = [last.id] if last is not None else []
+        self.open_eval_form(ids)
+
+    def remember_model(self, name: str) -> None:
+        self.last_model = name
 
     def action_import_model(self) -> None:
         self.open_import_form()
@@ -201,8 +264,8 @@ class WorkbenchApp(App[None]):
     def show_jobs(self, job_id: int | None = None) -> None:
         """The Jobs screen (its list, not what was opened from it), on job `job_id` if given."""
         self.switch_mode("jobs")
-        while len(self.screen_stack) > 1:
-            self.pop_screen()
+        while len(self.screen_stack) > 1 and not getattr(self.screen, "unsaved", lambda: False)():
+            self.pop_screen()  # back to the list, but never through a form's unsaved input
         if job_id is not None:
             self.jobs_screen().show_job(job_id)
 

@@ -37,7 +37,8 @@ class KeysScreen(ModalScreen[None]):
         with Vertical(id="keys-box") as box:
             box.border_title = "Keys"
             yield RecordTable(id="keys-table")
-            yield Static(f"Move a key: put `\"binding id\" = \"key\"` lines in {keymap_path()}", classes="hint")
+            moving = f"Move a key: put `\"binding id\" = \"key\"` lines in {keymap_path()}"
+            yield Static(moving, classes="hint", markup=False)
 
     def on_mount(self) -> None:
         table = self.query_one(RecordTable)

@@ -19,6 +19,7 @@ from textual.widgets import DataTable
 from textual.worker import get_current_worker
 
 from tui.failures import ReportsFailures
+from tui.fitting import Elastic, FitsWidth
 from tui.sorting import SortMenu
 from workbench.tabular import Column, Table
 
@@ -33,12 +34,13 @@ Count = Callable[[str], int]
 class ListColumn(Column):
     sort: str | None = None  # the store's sort key for this column; None: not sortable
     get: Callable[[Any], Any] | None = None  # computes the value from the item, else its attribute `key`
+    elastic: bool = False  # long text (a name): cut in the middle when the table is too wide
 
     def value(self, item: Any) -> Any:
         return self.get(item) if self.get is not None else getattr(item, self.key)
 
 
-class PagedTable(ReportsFailures, DataTable[Any]):
+class PagedTable(ReportsFailures, FitsWidth):
     """Rows are items (frozen dataclasses) with an `id`; marks (space) pick several of them."""
 
     BINDINGS = [
@@ -75,6 +77,7 @@ class PagedTable(ReportsFailures, DataTable[Any]):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.noun = noun
         self.list_columns = list(columns)
+        self.elastic = {c.key for c in columns if c.elastic}
         self.fetch = fetch
         self.count = count
         self.text = ""
@@ -143,6 +146,7 @@ class PagedTable(ReportsFailures, DataTable[Any]):
             self.add_row(*self._cells(item), key=str(item.id))
         if selected is not None and str(selected.id) in self.rows:
             self.move_cursor(row=self.get_row_index(str(selected.id)), animate=False)
+        self.refit()
         self._show_counts()
         self.post_message(self.Loaded())
 
@@ -180,14 +184,14 @@ class PagedTable(ReportsFailures, DataTable[Any]):
         cells: list[Any] = ["●" if item.id in self.marked else " "] if self.markable else []
         for c in self.list_columns:
             text = c.fmt(c.value(item))
-            cells.append(Text(text, justify="right") if c.numeric else text)
+            cells.append(Elastic(text) if c.elastic else Text(text, justify="right" if c.numeric else "left"))
         return cells
 
     def _show_counts(self) -> None:
         shown = f"{len(self.items):,} of {self.total:,} {self.noun}"
         marked = f" · {len(self.marked)} marked" if self.marked else ""
         filtered = f" · matching {self.text!r}" if self.text.strip() else ""
-        self.border_subtitle = f"{shown}{filtered}{marked}"
+        self.border_subtitle = Text(f"{shown}{filtered}{marked}")  # the filter as typed: no markup
 
     # Actions ------------------------------------------------------------------------------------
 

@@ -140,7 +140,8 @@ def capture(
     batch_size = batch_size or max(1, TOKENS_PER_BATCH // input_ids.shape[1])
     batches = range(0, input_ids.shape[0], batch_size)
     if progress:
-        progress.stage("calibrate", total=len(batches), message=f"{input_ids.shape[0]} sequences")
+        progress.stage("calibrate", total=len(batches),
+                       message=f"calibrating on {input_ids.shape[0]} sequences of {input_ids.shape[1]} tokens")
     try:
         for start in batches:
             ids = input_ids[start : start + batch_size].to(device)

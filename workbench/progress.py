@@ -25,6 +25,7 @@ class Progress:
         self.stage_seconds: dict[str, float] = {}
         self.name = ""
         self._done_weight = 0.0
+        self._done_seconds = 0.0  # spent on the weighted stages finished
         self._total = 0
         self._count = 0
         self._started = time.perf_counter()
@@ -65,11 +66,24 @@ class Progress:
 
     @property
     def eta_seconds(self) -> float | None:
-        """Seconds the running stage still needs at its pace so far; None before its first step."""
-        if not (self._total and self._count):
-            return None
-        elapsed = time.perf_counter() - self._counting_since
-        return elapsed * (self._total - self._count) / self._count
+        """Seconds the whole work still needs: the running stage at its own pace so far, the stages
+        after it at the pace (seconds per unit of weight) of the work done, this stage's projected end
+        included. None until there is a pace to go by."""
+        now = time.perf_counter()
+        weight = self.weights.get(self.name, 0.0)
+        spent, done = self._done_seconds, self._done_weight
+        left_here = None
+        if self._total and self._count:
+            counting = now - self._counting_since
+            left_here = counting * (self._total - self._count) / self._count
+            spent, done = spent + (now - self._started) + left_here, done + weight
+        if done <= 0:
+            return left_here if not self.weights else None
+        pace = spent / done
+        if left_here is None:
+            left_here = max(0.0, weight * pace - (now - self._started))
+        after = sum(self.weights.values()) - self._done_weight - weight
+        return left_here + max(0.0, after) * pace
 
     def seconds_so_far(self) -> dict[str, float]:
         """Time per stage, the running stage included up to now."""
@@ -86,7 +100,9 @@ class Progress:
         if self.name:
             elapsed = time.perf_counter() - self._started
             self.stage_seconds[self.name] = self.stage_seconds.get(self.name, 0.0) + elapsed
-            self._done_weight += self.weights.get(self.name, 0.0)
+            if self.weights.get(self.name):
+                self._done_weight += self.weights[self.name]
+                self._done_seconds += elapsed
 
     # -- what a sink overrides --------------------------------------------------------------
     def emit(self, stage: str, fraction: float, message: str) -> None:

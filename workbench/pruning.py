@@ -97,10 +97,10 @@ def prune(
     )
     try:
         stats = _calibration_stats(store, base, model, sequences, dtype, progress) if text else None
-        progress.stage("score")
+        progress.stage("score", message=f"scoring neurons ({spec.scorer}) and planning the cut")
         plans = plan_pruning(model, spec, stats)
         new_widths = apply_plan(model, plans, progress)
-        progress.stage("save")
+        progress.stage("save", message="saving the pruned model")
         run.parameters_after = count_parameters(model)
         retention = [retention_row(p) for p in plans]
 
@@ -223,7 +223,7 @@ def _calibration_stats(
     key = f"{calibration.token_hash(sequences)[:20]}-{dtype_name(dtype)}"
     cache = store.model_path(base) / "calibration" / f"{key}.safetensors"
     if cache.is_file():
-        progress.stage("calibrate", message="cached statistics")
+        progress.stage("calibrate", message="calibration statistics from the cache")
         try:
             stats = ActivationStats.load(cache)
         except Exception:  # a damaged cache file is rebuilt below, never trusted

@@ -99,7 +99,7 @@ class PruneSpec:
                 raise UserError(f"--seq-len must be at least 2 tokens, got {self.seq_len}")
         elif self.calibration is not None:
             raise UserError(f"{self.scorer} is a static scorer: it takes no --calibration")
-        parse_layers(self.layers, None)
+        layer_ranges(self.layers)
         return self
 
     @property
@@ -119,12 +119,26 @@ class PruneSpec:
 def parse_layers(spec: str, num_layers: int | None) -> list[int] | None:
     """Layer indices named by "all" or e.g. "0-9,20" (sorted, unique); None means all.
 
-    With num_layers given, indices past the last layer are an error.
+    With num_layers given, indices past the last layer are an error (found before any range is
+    spelled out, so that "0-99999999999" is an error, not a long wait).
     """
+    ranges = layer_ranges(spec)
+    if not ranges:
+        return None if num_layers is None else list(range(num_layers))
+    last = max(end for _, end in ranges)
+    if num_layers is not None and last >= num_layers:
+        raise UserError(
+            f"--layers {spec!r} names layer {last}, but the model has {num_layers} (0-{num_layers - 1})"
+        )
+    return sorted({i for start, end in ranges for i in range(start, end + 1)})
+
+
+def layer_ranges(spec: str) -> list[tuple[int, int]]:
+    """The (first, last) layer of each part of "0-9,20"; none for "all" (UserError for bad text)."""
     text = spec.strip().lower()
     if text in ("", "all"):
-        return None if num_layers is None else list(range(num_layers))
-    chosen: set[int] = set()
+        return []
+    ranges = []
     for part in text.split(","):
         lo, dash, hi = part.strip().partition("-")
         try:
@@ -133,12 +147,8 @@ def parse_layers(spec: str, num_layers: int | None) -> list[int] | None:
             raise UserError(f"bad --layers {spec!r}: use indices and ranges such as 0-9,20") from None
         if start < 0 or end < start:
             raise UserError(f"bad --layers {spec!r}: range {part.strip()!r} is empty or negative")
-        chosen.update(range(start, end + 1))
-    if num_layers is not None and max(chosen) >= num_layers:
-        raise UserError(
-            f"--layers {spec!r} names layer {max(chosen)}, but the model has {num_layers} (0-{num_layers - 1})"
-        )
-    return sorted(chosen)
+        ranges.append((start, end))
+    return ranges
 
 
 def round_to_divisor(width: int, divisor: int) -> int:

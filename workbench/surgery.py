@@ -21,7 +21,7 @@ def apply_plan(model: nn.Module, plans: list[LayerPlan], progress: Progress | No
     """Keep only each layer's planned neurons; update the config; return the new widths."""
     mlps = glu_mlps(model)
     if progress:
-        progress.stage("surgery", total=len(mlps))
+        progress.stage("surgery", total=len(mlps), message=f"cutting the neurons out of {len(mlps)} layers")
     for mlp, plan in zip(mlps, plans, strict=True):
         if plan.kept_width < plan.original_width:
             keep = plan.keep.to(mlp.down_proj.weight.device)

@@ -5,7 +5,9 @@ A model's baseline is its nearest ancestor among the compared models (its parent
 model compared with the model it was pruned from), else the first model compared. A change
 exceeds noise when |delta| > 2 * sqrt(se1^2 + se2^2), about a 95% test for two independent
 estimates; it is judged only where both values carry a standard error (lm-eval's), else unknown.
-Each cell is the newest evaluation of that (task, metric) for that model. Parameters and size
+The best of a row (Compare's, `workbench compare`'s) is the value, by the metric's direction, that
+beats every other beyond that same noise; none where two cannot be told apart. Each cell is the
+newest evaluation of that (task, metric) for that model. Parameters and size
 come from the evaluation rows, or from the model's own row where it was never evaluated.
 
 Light on purpose (store queries and arithmetic, no torch): the TUI draws it as well as the CLI.
@@ -23,13 +25,31 @@ from store import queries
 from store.queries import ModelInfo, Source
 from workbench.errors import UserError
 from workbench.spec import PPL_PREFIX
-from workbench.tabular import Column, Table
+from workbench.tabular import Column, Table, count, size
 
 NOISE_SIGMAS = 2.0
 # Directions of the workbench's own metrics (lm-eval's come with each row).
 HIGHER_IS_BETTER = {"perplexity": False, "prefill_tokens_per_s": True, "decode_tokens_per_s": True,
                     "peak_bytes": False}  # fmt: skip
 MODEL_FACTS = ("parameters", "size_bytes")
+BYTE_METRICS = ("size_bytes", "peak_bytes")
+
+
+class Bytes(float):
+    """A figure in bytes: shown in binary units, as sizes are everywhere, and written as the number."""
+
+
+def figure(v: float | None) -> str:
+    """Bytes in binary units, other large figures (parameters, tokens) in short form, the rest to four digits."""
+    if v is None:
+        return ""
+    if isinstance(v, Bytes):
+        return size(round(v))
+    return count(round(v)) if abs(v) >= 1e4 else f"{v:.4g}"
+
+
+def signed(v: float | None) -> str:
+    return "" if v is None else ("+" if v >= 0 else "-") + figure(type(v)(abs(v)))
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,35 @@ class Row:
     def label(self) -> str:
         return self.task + (" (approximate)" if self.approximate else "")
 
+    def figure(self, v: float | None) -> float | None:
+        """A value of this row typed for showing: Bytes where the metric counts bytes."""
+        return Bytes(v) if v is not None and self.metric in BYTE_METRICS else v
+
+
+@dataclass(frozen=True)
+class Best:
+    model_id: int | None  # the model whose value beats every other's beyond noise
+    why_none: str  # where there is none and the row could have one: "within noise" or "tie"
+
+
+def best(row: Row, model_ids: Sequence[int]) -> Best:
+    """The best value of a row among `model_ids`, by the row's direction, and only where it beats
+    every other value beyond noise (the rule of `noise`; a pair without both standard errors is
+    compared as it is, as a change without them is)."""
+    values = {i: row.cells[i] for i in model_ids if i in row.cells}
+    if len(values) < 2 or row.higher_is_better is None:
+        return Best(None, "")
+    top = (max if row.higher_is_better else min)(values, key=lambda i: values[i].value)
+    for i, cell in values.items():
+        if i == top:
+            continue
+        if cell.value == values[top].value:
+            return Best(None, "tie")
+        margin = noise(values[top].stderr, cell.stderr)
+        if margin is not None and abs(values[top].value - cell.value) <= margin:
+            return Best(None, "within noise")
+    return Best(top, "")
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -74,26 +123,29 @@ class Comparison:
     rows: tuple[Row, ...]
 
     def table(self) -> Table:
-        """One row per (task, metric): each model's value and stderr, then its change."""
+        """One row per (task, metric): each model's value and stderr, then its change; last, the best
+        model where one beats every other beyond noise."""
         columns = [Column("task"), Column("metric")]
         for m in self.models:
-            columns += [Column(f"{m.name}", numeric=True), Column(f"{m.name} stderr", "±", numeric=True)]
+            columns += [Column(f"{m.name}", fmt=figure, numeric=True), Column(f"{m.name} stderr", "±", numeric=True)]
             if m.id in self.baselines:
                 columns += [
-                    Column(f"{m.name} delta", "Δ", numeric=True),
+                    Column(f"{m.name} delta", "Δ", signed, numeric=True),
                     Column(f"{m.name} relative", "Δ%", lambda v: "" if v is None else f"{100 * v:+.1f}%",
                            numeric=True),
                     Column(f"{m.name} beyond noise", "> noise", _flag),
                 ]  # fmt: skip
+        columns.append(Column("best"))
         body = []
         for row in self.rows:
             line: list[Any] = [row.label, row.metric]
             for m in self.models:
                 cell, change = row.cells.get(m.id), row.changes.get(m.id)
-                line += [cell.value if cell else None, cell.stderr if cell else None]
+                line += [row.figure(cell.value) if cell else None, cell.stderr if cell else None]
                 if m.id in self.baselines:
-                    line += [change.delta, change.relative, change.beyond_noise] if change else [None, None, None]
-            body.append(line)
+                    line += [row.figure(change.delta), change.relative, change.beyond_noise] if change else [None] * 3
+            found = best(row, [m.id for m in self.models])
+            body.append([*line, self._name(found.model_id) if found.model_id is not None else found.why_none])
         vs = ", ".join(f"{m.name} vs {self._name(self.baselines[m.id])}" for m in self.models if m.id in self.baselines)
         return Table(f"trade-off: {vs}" if vs else "trade-off", columns, body)
 
@@ -113,6 +165,7 @@ class Comparison:
                     "higher_is_better": r.higher_is_better,
                     "values": {names[i]: vars(c) for i, c in r.cells.items()},
                     "changes": {names[i]: _change_dict(c, names) for i, c in r.changes.items()},
+                    "best": names.get(best(r, list(names)).model_id),  # type: ignore[arg-type]
                 }
                 for r in self.rows
             ],

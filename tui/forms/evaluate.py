@@ -8,7 +8,6 @@ from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Header, Input, Select, SelectionList, Static
@@ -17,22 +16,29 @@ from textual.widgets.selection_list import Selection
 from store import queries
 from store.db import Store
 from store.queries import ModelInfo
-from tui.failures import one_line
-from tui.forms.fields import choice, entry, hint, number, row, whole
+from tui.forms.fields import CheckList, choice, entry, hint, number, row, whole
+from tui.forms.form import FormScreen, Wording
 from tui.keybar import KeyBar
 from tui.navigation import navigator
-from tui.screens.base import StoreScreen
 from workbench import jobs
-from workbench.errors import UserError
 from workbench.spec import CHAT_TEMPLATE_MODES, DEVICES, DTYPES, TASKS, EvalSpec, parse_batch_size
 from workbench.tabular import count
 
 LISTED = 200  # models listed for a filter; the chosen ones always stay listed
 
 
-class EvalForm(StoreScreen):
+class EvalForm(FormScreen):
     TITLE = "New evaluation"
-    BINDINGS = [Binding("ctrl+s", "launch", "Launch", id="form.launch")]
+    WHAT = "the new evaluation"
+    WORDINGS = (
+        Wording("model to evaluate", "models"),
+        Wording("one task", "tasks"),
+        Wording("the limit", "limit"),
+        Wording("a limit", "limit"),
+        Wording("few-shot", "fewshot"),
+        Wording("batch size", "batch-size"),
+    )
+    TRANSIENT = frozenset({"model-filter", "models"})  # the models chosen are read from self.chosen
 
     @dataclass
     class Listed(Message):
@@ -52,6 +58,7 @@ class EvalForm(StoreScreen):
         self.data_dir = data_dir
         self.initial = model_ids
         self.chosen: dict[int, ModelInfo] = {}  # kept across filters
+        self._chosen_loaded = False
         self.listed: dict[int, ModelInfo] = {}
         self.spec: EvalSpec | None = None
 
@@ -59,10 +66,9 @@ class EvalForm(StoreScreen):
         yield Header()
         with VerticalScroll(id="form"):
             yield row("Models", entry("model-filter", "", "filter models: words in name, family, tags"))
-            models: SelectionList[int] = SelectionList(id="models", compact=True)
-            yield row("", models)
+            yield row("", CheckList(id="models", compact=True))
             tasks = [Selection(f"{t.name:<15} {t.description}", t.name) for t in TASKS.values()]
-            yield row("Tasks", SelectionList[str](*tasks, id="tasks", compact=True))
+            yield row("Tasks", CheckList(*tasks, id="tasks", compact=True))
             yield row("Limit", entry("limit", "", "documents per task (a share when below 1); empty: all"))
             yield row("Few-shot", entry("fewshot", "", "shots for every task; empty: each task's default"))
             yield row("Batch size", entry("batch-size", "auto"))
@@ -70,7 +76,7 @@ class EvalForm(StoreScreen):
             yield row("Chat template", choice("chat-template", modes, "auto"), hint("chat-info"))
             yield row("Device", choice("device", [(d, d) for d in DEVICES], "auto"))
             yield row("Dtype", choice("dtype", [(d, d) for d in DTYPES], "auto"))
-        yield Static(id="check")
+        yield Static(id="check", markup=False)
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -92,7 +98,12 @@ class EvalForm(StoreScreen):
 
     def on_eval_form_chosen(self, message: Chosen) -> None:
         self.chosen.update({m.id: m for m in message.models})
+        self._chosen_loaded = True
         self.show_models(list(self.listed.values()))
+
+    def values(self) -> dict[str, object]:
+        chosen = self.chosen if self._chosen_loaded else dict.fromkeys(self.initial)
+        return super().values() | {"models": tuple(sorted(chosen))}
 
     def on_eval_form_listed(self, message: Listed) -> None:
         if message.text == self.query_one("#model-filter", Input).value.strip():
@@ -101,11 +112,14 @@ class EvalForm(StoreScreen):
     def show_models(self, matching: list[ModelInfo]) -> None:
         self.listed = {m.id: m for m in self.chosen.values()} | {m.id: m for m in matching}
         models: SelectionList[int] = self.query_one("#models", SelectionList)
+        highlighted = models.highlighted
         models.clear_options()
         models.add_options(
             Selection(f"{m.name}  ({m.family}, {count(m.parameters)})", m.id, m.id in self.chosen)
             for m in self.listed.values()
         )
+        if models.option_count:  # a row under the cursor from the start, as in Tasks
+            models.highlighted = min(highlighted or 0, models.option_count - 1)
         self.check()
 
     @on(Input.Changed, "#model-filter")
@@ -139,8 +153,8 @@ class EvalForm(StoreScreen):
         return EvalSpec(
             models=tuple(m.name for m in self.chosen.values()),
             tasks=tuple(tasks.selected),
-            limit=number(limit, "the limit") if limit else None,
-            fewshot=whole(fewshot, "few-shot") if fewshot else None,
+            limit=number(limit, "the limit", "limit") if limit else None,
+            fewshot=whole(fewshot, "few-shot", "fewshot") if fewshot else None,
             batch_size=parse_batch_size(value("batch-size") or "auto"),
             chat_template=str(self.query_one("#chat-template", Select).value),
             device=str(self.query_one("#device", Select).value),
@@ -150,28 +164,23 @@ class EvalForm(StoreScreen):
     def check(self) -> None:
         mode = str(self.query_one("#chat-template", Select).value)
         self.query_one("#chat-info", Static).update(CHAT_TEMPLATE_MODES[mode])
-        shown = self.query_one("#check", Static)
         self.spec = None
         try:
             spec = self.read()
-            shown.update(describe(spec))
-            shown.remove_class("problem")
-            self.spec = spec
-        except UserError as e:
-            shown.update(one_line(e))
-            shown.add_class("problem")
-        self.refresh_bindings()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "launch":
-            return self.spec is not None
-        return super().check_action(action, parameters)
+        except Exception as e:  # a UserError says what is wrong; no input may take the app down
+            self.show_problem(e)
+            return
+        self.spec = spec
+        self.show_ready(describe(spec))
 
     # Launching --------------------------------------------------------------------------------
 
-    def action_launch(self) -> None:
-        if self.spec is not None:
-            self.launch(self.spec)
+    def ready(self) -> bool:
+        return self.spec is not None
+
+    def launch_checked(self) -> None:
+        assert self.spec is not None
+        self.launch(self.spec)
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def launch(self, spec: EvalSpec) -> None:
@@ -181,8 +190,10 @@ class EvalForm(StoreScreen):
 
     def on_eval_form_queued(self, message: Queued) -> None:
         self.notify(f"queued job {message.job_id}: evaluate {len(self.chosen)} models", title="Queued")
+        go = navigator(self)
+        go.remember_model(next(iter(self.chosen.values())).name)
         self.dismiss()
-        navigator(self).show_jobs(message.job_id)
+        go.show_jobs(message.job_id)
 
 
 def describe(spec: EvalSpec) -> str:

@@ -8,20 +8,17 @@ from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Header, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from store.db import Store
-from tui.failures import one_line
-from tui.forms.fields import choice, entry, hint, row
+from tui.forms.fields import FieldError, Row, choice, entry, hint, row
+from tui.forms.form import FormScreen, Wording
 from tui.keybar import KeyBar
 from tui.navigation import navigator
-from tui.screens.base import StoreScreen
 from workbench import jobs
-from workbench.errors import UserError
 from workbench.sources import BUNDLED, SOURCE_KINDS, ImportRequest, classify_as, stored_already
 
 KINDS = [(f"{what} ({BUNDLED})" if kind == "bundled" else what, kind) for kind, what in SOURCE_KINDS.items()]
@@ -39,15 +36,16 @@ HINTS = {
 }
 
 
-class ImportForm(StoreScreen):
+class ImportForm(FormScreen):
     TITLE = "Import model"
-    BINDINGS = [Binding("ctrl+s", "launch", "Launch", id="form.launch")]
+    WHAT = "the import"
+    WORDINGS = (Wording("a model named", "name"),)
 
     @dataclass
     class Checked(Message):
         asked: tuple[str, str, str]  # kind, source text, name: what was checked
         request: ImportRequest | None
-        problem: str
+        problem: Exception | None
 
     @dataclass
     class Queued(Message):
@@ -64,7 +62,7 @@ class ImportForm(StoreScreen):
             yield row("Source", choice("kind", KINDS, "bundled"), hint("kind-info"))
             yield row("", entry("source", ""), id="source-row")
             yield row("Name", entry("name", "", "its name in the store (default: from the source)"))
-        yield Static(id="check")
+        yield Static(id="check", markup=False)
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -84,49 +82,49 @@ class ImportForm(StoreScreen):
         kind, _, _ = asked = self.asked()
         self.query_one("#kind-info", Static).update(HINTS[kind])
         self.query_one("#source-row").display = kind != "bundled"
-        self.query_one("#source-row Label", Label).update(LABELS.get(kind, ""))
+        source_row = self.query_one("#source-row", Row)
+        source_row.label = LABELS.get(kind, "")
+        source_row.query_one(Label).update(source_row.label)
         self.query_one("#source", Input).placeholder = PLACEHOLDERS.get(kind, "")
         self.request = None  # until the check of what the form now says comes back
-        self.refresh_bindings()
+        self.problem = None
         self.check(asked)
 
     @work(thread=True, exclusive=True, group="import-check", exit_on_error=False)
     def check(self, asked: tuple[str, str, str]) -> None:
         """Off the UI thread: it looks at files and reads the store."""
         kind, text, name = asked
-        request, problem = None, ""
+        request, problem = None, None
         try:
-            checked = ImportRequest(classify_as(kind, text).ref, name or None).validate()
+            try:
+                source = classify_as(kind, text)
+            except Exception as e:  # a problem with the source, whatever it is: said under it
+                raise FieldError("source" if kind != "bundled" else "kind", str(e)) from None
+            checked = ImportRequest(source.ref, name or None).validate()
             stored_already(self.store, checked)
             request = checked
-        except UserError as e:
-            problem = one_line(e)
+        except Exception as e:  # a UserError says what is wrong; no input may take the app down
+            problem = e
         if not get_current_worker().is_cancelled:
             self.post_message(self.Checked(asked, request, problem))
 
     def on_import_form_checked(self, message: Checked) -> None:
         if message.asked != self.asked():
             return  # the form has changed since: its own check is on the way
-        shown = self.query_one("#check", Static)
         self.request = message.request
         if message.request is not None:
-            shown.update(f"imports {message.request.source} as {message.request.model_name!r}")
-            shown.remove_class("problem")
-        else:
-            shown.update(message.problem)
-            shown.add_class("problem")
-        self.refresh_bindings()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "launch":
-            return self.request is not None
-        return super().check_action(action, parameters)
+            self.show_ready(f"imports {message.request.source} as {message.request.model_name!r}")
+        elif message.problem is not None:
+            self.show_problem(message.problem)
 
     # Launching --------------------------------------------------------------------------------
 
-    def action_launch(self) -> None:
-        if self.request is not None:
-            self.launch(self.request)
+    def ready(self) -> bool:
+        return self.request is not None
+
+    def launch_checked(self) -> None:
+        assert self.request is not None
+        self.launch(self.request)
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def launch(self, request: ImportRequest) -> None:
@@ -136,5 +134,7 @@ class ImportForm(StoreScreen):
 
     def on_import_form_queued(self, message: Queued) -> None:
         self.notify(f"queued job {message.job_id}: import {message.request.model_name}", title="Queued")
+        go = navigator(self)
+        go.remember_model(message.request.model_name)
         self.dismiss()
-        navigator(self).show_jobs(message.job_id)
+        go.show_jobs(message.job_id)

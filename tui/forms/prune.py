@@ -1,5 +1,6 @@
-"""New pruning run: the form checks as you type (PruneSpec.validate, planned_widths) and shows the
-resulting widths, parameters and expansion before anything is queued."""
+"""New pruning run: the form checks as you type (PruneSpec.validate, planned_widths, the calibration
+source read as the job would read it) and shows the resulting widths, parameters and expansion
+before anything is queued."""
 
 from __future__ import annotations
 
@@ -10,25 +11,34 @@ from pathlib import Path
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Header, Input, Select, Static
+from textual.widgets import Button, Header, Input, Select, Static
+from textual.worker import get_current_worker
 
 from store import queries
 from store.db import Store
 from store.queries import ModelInfo
 from tui.failures import one_line
-from tui.forms.fields import ModelNames, choice, entry, hint, number, row, whole
+from tui.forms.fields import COMPLETES, FieldError, ModelNames, choice, completion, entry, hint, number, row, whole
+from tui.forms.files import FilePicker
+from tui.forms.form import FormScreen, Wording
 from tui.keybar import KeyBar
 from tui.navigation import navigator
-from tui.screens.base import StoreScreen
-from workbench import jobs
-from workbench.errors import UserError
+from workbench import jobs, texts
 from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, SCORERS, PruneSpec, planned_widths
 from workbench.tabular import count
 
 TARGETS = [("percent of neurons removed", "percent"), ("expansion ratio (width / hidden)", "expansion")]
+DEFAULT_PERCENT = "50"
+SOURCES = [
+    ("wikitext2: WikiText-2, validation split", "wikitext2"),
+    ("sms: SMS Spam Collection, four fifths", "sms"),
+    ("a text file (.txt, .jsonl)", "file"),
+    ("a Hugging Face dataset (hf:)", "hub"),
+]
+TEXT_FILES = (".txt", ".jsonl")
+SOURCE_PLACEHOLDERS = {"file": "path/to/text.txt or .jsonl (field text)", "hub": "DATASET[:CONFIG][@SPLIT]"}
 
 
 @dataclass(frozen=True)
@@ -72,14 +82,44 @@ def preview(spec: PruneSpec, model: ModelInfo) -> Preview:
     return Preview(widths, after, model.hidden_size, model.parameters, spec.allocation == "global")
 
 
-class PruneForm(StoreScreen):
+def calibration_source(kind: str, text: str) -> str:
+    """The source a job reads, from the form's choice and text (FieldError when the text is missing)."""
+    if kind in texts.BUILTIN:
+        return kind
+    if not text:
+        what = "the text file to calibrate on" if kind == "file" else "the dataset, e.g. wikitext:wikitext-2-raw-v1"
+        raise FieldError("calibration-source", f"give {what}")
+    if kind == "hub":
+        return text if text.startswith("hf:") else f"hf:{text}"
+    if Path(text).suffix not in TEXT_FILES:
+        raise FieldError("calibration-source", f"a text file ends in .txt or .jsonl, got {text!r}")
+    return text
+
+
+class PruneForm(FormScreen):
     TITLE = "New pruning run"
-    BINDINGS = [Binding("ctrl+s", "launch", "Launch", id="form.launch")]
+    WHAT = "the new pruning run"
+    WORDINGS = (
+        Wording("--percent", "target", "the percent removed"),
+        Wording("--expansion", "target", "the expansion ratio"),
+        Wording("--divisor", "divisor", "the divisor"),
+        Wording("impossible rounding", "divisor"),
+        Wording("--layers", "layers", "layers"),
+        Wording("--samples", "samples", "samples"),
+        Wording("--seq-len", "seq-len", "the sequence length"),
+    )
 
     @dataclass
     class Found(Message):
         name: str
         model: ModelInfo | None
+        completion: str | None  # the stored name that completes it
+
+    @dataclass
+    class SourceChecked(Message):
+        source: str
+        said: str  # what it holds, when it can be read
+        problem: str  # why not, else ""
 
     @dataclass
     class Queued(Message):
@@ -90,27 +130,33 @@ class PruneForm(StoreScreen):
         self.data_dir = data_dir
         self.model_name = model
         self.model: ModelInfo | None = None
+        self.completion: str | None = None
         self.spec: PruneSpec | None = None
+        self.sources: dict[str, tuple[str, str]] = {}  # source -> (what it holds, problem) once checked
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="form"):
-            yield row("Model", entry("model", self.model_name, suggester=ModelNames(self.store)), hint("model-info"))
+            model = entry("model", self.model_name, f"a stored model's name ({COMPLETES})", ModelNames(self.store))
+            yield row("Model", model, hint("model-info"))
             scorers = [(f"{s.name} ({'data' if s.data_driven else 'static'})", s.name) for s in SCORERS.values()]
             yield row("Scorer", choice("scorer", scorers, "ppm"), hint("scorer-info"))
-            yield row("Target", choice("target-kind", TARGETS, "percent"), entry("target", "50"))
+            yield row("Target", choice("target-kind", TARGETS, "percent"), entry("target", DEFAULT_PERCENT),
+                      hint("target-info"))  # fmt: skip
             yield row("Divisor", entry("divisor", "1", "round kept widths down to a multiple of this"))
             yield row("Allocation", choice("allocation", [(a, a) for a in ALLOCATIONS], "uniform"),
                       hint("allocation-info"))  # fmt: skip
             yield row("Layers", entry("layers", "all", "all, or e.g. 0-9,20"))
             with Vertical(id="calibration"):
-                yield row("Calibration", entry("calibration-source", "wikitext2", "wikitext2, sms, a file, hf:DATASET"))
+                yield row("Calibration", choice("calibration-kind", SOURCES, "wikitext2"))
+                yield row("", Horizontal(entry("calibration-source", ""), Button("Browse…", id="browse", compact=True),
+                                         classes="inline"), id="source-row")  # fmt: skip
                 yield row("Samples", entry("samples", str(PruneSpec.samples)))
                 yield row("Seq. length", entry("seq-len", str(PruneSpec.seq_len)))
             yield row("Device", choice("device", [(d, d) for d in DEVICES], "auto"))
             yield row("Dtype", choice("dtype", [(d, d) for d in DTYPES], "auto"))
             yield row("Name", entry("name", "", "the pruned model's name (made up when empty)"))
-        yield Static(id="check")
+        yield Static(id="check", markup=False)
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -125,16 +171,51 @@ class PruneForm(StoreScreen):
     def _changed(self, event: Input.Changed | Select.Changed) -> None:
         if event.control.id == "model":
             self.find_model(str(event.value).strip())
+        if event.control.id == "target-kind":
+            self._reset_target(str(event.value))
         self.check()
+
+    def _reset_target(self, kind: str) -> None:
+        """A value of one kind means nothing in the other: start from a sensible one."""
+        target = self.query_one("#target", Input)
+        if kind == "percent":
+            target.value = DEFAULT_PERCENT
+        else:
+            current = self.model.expansion if self.model is not None else 2.67
+            target.value = f"{round(0.75 * current, 2):g}"  # a quarter narrower
 
     @work(thread=True, exclusive=True, group="find-model", exit_on_error=False)
     def find_model(self, name: str) -> None:
-        self.post_message(self.Found(name, queries.find_model(self.store, name) if name else None))
+        found = queries.find_model(self.store, name) if name else None
+        self.post_message(self.Found(name, found, completion(self.store, name) if found is None else None))
 
     def on_prune_form_found(self, message: Found) -> None:
         if message.name == self.query_one("#model", Input).value.strip():
-            self.model = message.model
+            self.model, self.completion = message.model, message.completion
             self.check()
+
+    @work(thread=True, exclusive=True, group="check-source", exit_on_error=False)
+    def check_source(self, source: str) -> None:
+        """Off the UI thread: it reads the text as the job would."""
+        said, problem = "", ""
+        try:
+            said = texts.check_source(source, self.data_dir)
+        except Exception as e:  # a file the job could not read either: said in one line
+            problem = one_line(e)
+        if not get_current_worker().is_cancelled:
+            self.post_message(self.SourceChecked(source, said, problem))
+
+    def on_prune_form_source_checked(self, message: SourceChecked) -> None:
+        self.sources[message.source] = (message.said, message.problem)
+        self.check()
+
+    @on(Button.Pressed, "#browse")
+    def _browse(self) -> None:
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self.query_one("#calibration-source", Input).value = str(path)
+
+        self.app.push_screen(FilePicker(Path.cwd(), TEXT_FILES, "a text to calibrate on"), chosen)
 
     def read(self) -> PruneSpec:
         """The spec the form holds, validated; UserError says what is wrong."""
@@ -147,19 +228,23 @@ class PruneForm(StoreScreen):
 
         scorer = choice("scorer")
         data_driven = SCORERS[scorer].data_driven
-        target = number(value("target"), "the target")
         kind = choice("target-kind")
+        what = "the percent removed" if kind == "percent" else "the expansion ratio"
+        target = number(value("target"), what, "target")
+        calibration = None
+        if data_driven:
+            calibration = calibration_source(choice("calibration-kind"), value("calibration-source"))
         return PruneSpec(
             model=value("model"),
             scorer=scorer,
             percent=target if kind == "percent" else None,
             expansion=target if kind == "expansion" else None,
-            divisor=whole(value("divisor"), "the divisor"),
+            divisor=whole(value("divisor"), "the divisor", "divisor"),
             allocation=choice("allocation"),
             layers=value("layers") or "all",
-            calibration=(value("calibration-source") or None) if data_driven else None,
-            samples=whole(value("samples"), "samples") if data_driven else PruneSpec.samples,
-            seq_len=whole(value("seq-len"), "the sequence length") if data_driven else PruneSpec.seq_len,
+            calibration=calibration,
+            samples=whole(value("samples"), "samples", "samples") if data_driven else PruneSpec.samples,
+            seq_len=whole(value("seq-len"), "the sequence length", "seq-len") if data_driven else PruneSpec.seq_len,
             device=choice("device"),
             dtype=choice("dtype"),
             name=value("name") or None,
@@ -170,7 +255,38 @@ class PruneForm(StoreScreen):
         self.query_one("#scorer-info", Static).update(scorer.description)
         self.query_one("#allocation-info", Static).update(ALLOCATIONS[str(self.query_one("#allocation", Select).value)])
         self.query_one("#calibration").display = scorer.data_driven
+        kind = str(self.query_one("#calibration-kind", Select).value)
+        self.query_one("#source-row").display = kind not in texts.BUILTIN
+        self.query_one("#browse").display = kind == "file"
+        self.query_one("#calibration-source", Input).placeholder = SOURCE_PLACEHOLDERS.get(kind, "")
         model = self.model
+        self._describe(model)
+        self.spec = None
+        try:
+            spec = self.read()
+            if model is None:
+                raise FieldError("model", self._missing(spec.model))
+            shown = preview(spec, model).render()
+        except Exception as e:  # a UserError says what is wrong; no input may take the app down
+            self.show_problem(e)
+            return
+        source = spec.calibration_source
+        if source is not None:
+            said, problem = self.sources.get(source, ("", ""))
+            if problem:
+                field = "calibration-kind" if source in texts.BUILTIN else "calibration-source"
+                self.show_problem(FieldError(field, problem))
+                return
+            if not said:
+                self.check_source(source)  # ready once it has been read
+                shown.append(f"\ncalibration: {source}: checking…", "dim")
+                self.show_ready(shown)
+                return
+            shown.append(f"\ncalibration: {source}: {said}", "dim")
+        self.spec = spec
+        self.show_ready(shown)
+
+    def _describe(self, model: ModelInfo | None) -> None:
         info = self.query_one("#model-info", Static)
         if model is not None:
             widths = "per-layer" if model.intermediate_sizes else str(model.intermediate_size)
@@ -178,31 +294,29 @@ class PruneForm(StoreScreen):
                         f"width {widths}, {count(model.parameters)} parameters")  # fmt: skip
         else:
             info.update("")
-        self.spec = None
-        shown = self.query_one("#check", Static)
-        try:
-            spec = self.read()
-            if model is None:
-                name = spec.model
-                raise UserError(f"no model named {name!r} in the store" if name else "choose a model to prune")
-            shown.update(preview(spec, model).render())
-            shown.remove_class("problem")
-            self.spec = spec
-        except UserError as e:
-            shown.update(one_line(e))
-            shown.add_class("problem")
-        self.refresh_bindings()
+        kind = str(self.query_one("#target-kind", Select).value)
+        target = self.query_one("#target-info", Static)
+        if kind == "percent":
+            target.update("the share of each pruned layer's neurons removed, at least 0 and below 100")
+        else:
+            now = f"; now {model.expansion:.2f}" if model is not None else ""
+            target.update(f"kept width over the hidden size, below the model's own{now}")
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "launch":
-            return self.spec is not None
-        return super().check_action(action, parameters)
+    def _missing(self, name: str) -> str:
+        if not name:
+            return f"choose a model to prune: type its name ({COMPLETES} it)"
+        if self.completion is not None:
+            return f"no model named {name!r} in the store: {COMPLETES} it to {self.completion!r}"
+        return f"no model named {name!r} in the store"
 
     # Launching --------------------------------------------------------------------------------
 
-    def action_launch(self) -> None:
-        if self.spec is not None:
-            self.launch(self.spec)
+    def ready(self) -> bool:
+        return self.spec is not None
+
+    def launch_checked(self) -> None:
+        assert self.spec is not None
+        self.launch(self.spec)
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def launch(self, spec: PruneSpec) -> None:
@@ -211,6 +325,9 @@ class PruneForm(StoreScreen):
         self.post_message(self.Queued(job_id))
 
     def on_prune_form_queued(self, message: Queued) -> None:
-        self.notify(f"queued job {message.job_id}: prune {self.spec.model if self.spec else ''}", title="Queued")
+        model = self.spec.model if self.spec else ""
+        self.notify(f"queued job {message.job_id}: prune {model}", title="Queued")
+        go = navigator(self)
+        go.remember_model(model)
         self.dismiss()
-        navigator(self).show_jobs(message.job_id)
+        go.show_jobs(message.job_id)

@@ -1,6 +1,8 @@
 """Compare two to four models side by side: architecture, every metric aligned by task and key
-with the best in each row marked, per-layer retention of the pruned ones, and for two runs of
-the same base how many kept neurons they share in each layer."""
+with its stderr and limit and the best in each row marked (only where it beats the others beyond
+noise, the rule of Trade-off and `workbench compare`), per-layer retention of the pruned ones, and
+for two runs of the same base how many kept neurons they share in each layer, beside how many two
+random choices of those sizes would share."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
+from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Header, TabbedContent, TabPane
+from textual.widgets import Header, Static, TabbedContent, TabPane
 
 from store import bitset, queries
 from store.db import Store
@@ -20,11 +23,20 @@ from tui.keybar import KeyBar
 from tui.records import RecordTable
 from tui.screens.runs import target
 from tui.screens.tabbed import TabbedScreen
-from tui.screens.tradeoff import value
 from workbench import tradeoff
+from workbench.studies.specialisation import LayerOverlap
 from workbench.tabular import Column, Table, count, fixed, size
 
 BEST = "bold reverse"
+BELOW_CHANCE = "bold red"
+METRICS_LEGEND = (
+    f"best: beats every other beyond noise, |Δ| > {tradeoff.NOISE_SIGMAS:g}·√(se₁²+se₂²) where both have a "
+    "stderr · ±: lm-eval's stderr · docs: the limit evaluated at"
+)
+OVERLAP_LEGEND = (
+    "shared: kept by both, as a share of the fewer kept · chance: what two random choices of those sizes "
+    "share (the larger kept share) · red: below chance"
+)
 
 
 @dataclass(frozen=True)
@@ -74,28 +86,25 @@ def overview(c: Comparison) -> Table:
 
 
 def metrics(c: Comparison) -> tuple[Table, set[tuple[int, str]]]:
-    """The aligned metrics, and the (row, column) cells holding each row's best value."""
-    columns = [
-        Column("task"),
-        Column("metric"),
-        *(Column(_key(m), m.name, value, numeric=True) for m in c.models),
-        Column("best"),
-    ]
+    """The aligned metrics with their stderrs and limits, and the (row, column) cells holding each
+    row's best value."""
+    columns = [Column("task"), Column("metric")]
+    for m in c.models:
+        columns += [Column(_key(m), m.name, tradeoff.figure, numeric=True),
+                    Column(f"{_key(m)}_stderr", "±", fixed(3), numeric=True)]  # fmt: skip
+    columns += [Column("limit", "docs", numeric=True), Column("best")]
     rows, best = [], set()
+    ids = [m.id for m in c.models]
     for i, row in enumerate(c.metrics):
-        values = {m.id: row.cells[m.id].value for m in c.models if m.id in row.cells}
-        winner = None
-        if len(values) > 1 and row.higher_is_better is not None:
-            pick = max if row.higher_is_better else min
-            top = pick(values.values())
-            winners = [m for m in c.models if values.get(m.id) == top]
-            if len(winners) < len(values):  # a tie for all is no best
-                winner = winners[0]
-                best.update((i, _key(w)) for w in winners)
-        rows.append([row.label, row.metric, *(values.get(m.id) for m in c.models), winner.name if winner else ""])
+        cells = [row.cells.get(m.id) for m in c.models]
+        found = tradeoff.best(row, ids)
+        winner = next((m.name for m in c.models if m.id == found.model_id), found.why_none)
+        if found.model_id is not None:
+            best.add((i, f"m{found.model_id}"))
+        limits = sorted({f"{x.limit:g}" for x in cells if x is not None and x.limit is not None})
+        values = [v for x in cells for v in ((row.figure(x.value), x.stderr) if x else (None, None))]
+        rows.append([row.label, row.metric, *values, " / ".join(limits), winner])
     return Table("metrics", columns, rows), best
-
-
 def retention(c: Comparison) -> Table:
     pruned = [m for m in c.models if m.id in c.retention]
     layers = sorted({r.layer for m in pruned for r in c.retention[m.id]})
@@ -105,8 +114,9 @@ def retention(c: Comparison) -> Table:
     return Table("per-layer retention", columns, rows)
 
 
-def overlap(c: Comparison) -> Table | None:
-    """Shared kept neurons per layer for every pair of models pruned from the same base."""
+def overlap(c: Comparison) -> tuple[Table, set[tuple[int, str]]] | None:
+    """Shared kept neurons per layer for every pair of models pruned from the same base, beside
+    chance; and the (row, column) cells below chance."""
     pairs = [
         (a, b)
         for a, b in combinations([m for m in c.models if m.id in c.made_by], 2)
@@ -116,24 +126,28 @@ def overlap(c: Comparison) -> Table | None:
         return None
     columns = [Column("layer", numeric=True)]
     for a, b in pairs:
+        pair = f"{_key(a)}_{_key(b)}"
         columns += [
-            Column(f"{_key(a)}_{_key(b)}", f"{a.name} ∩ {b.name}", numeric=True),
-            Column(f"{_key(a)}_{_key(b)}_share", "% of fewer kept", fixed(1), numeric=True),
+            Column(pair, f"{a.name} ∩ {b.name}", numeric=True),
+            Column(f"{pair}_share", "% shared", fixed(1), numeric=True),
+            Column(f"{pair}_chance", "% chance", fixed(1), numeric=True),
         ]
     by_layer = {m.id: {r.layer: r for r in c.retention[m.id]} for m in c.models if m.id in c.retention}
-    rows = []
+    rows, below = [], set()
     for layer in sorted({layer for rows_ in by_layer.values() for layer in rows_}):
         row: list[Any] = [layer]
         for a, b in pairs:
             ra, rb = by_layer[a.id].get(layer), by_layer[b.id].get(layer)
             if ra is None or rb is None:
-                row += [None, None]
+                row += [None, None, None]
                 continue
-            shared = bitset.overlap(ra.kept_indices, rb.kept_indices)
-            fewer = min(ra.kept_width, rb.kept_width)
-            row += [shared, 100 * shared / fewer if fewer else None]
+            found = LayerOverlap(layer, bitset.overlap(ra.kept_indices, rb.kept_indices), ra.kept_width,
+                                 rb.kept_width, ra.original_width)  # fmt: skip
+            row += [found.shared, 100 * found.share, 100 * found.chance]
+            if found.share < found.chance:
+                below.add((len(rows), f"{_key(a)}_{_key(b)}_share"))
         rows.append(row)
-    return Table("shared kept neurons", columns, rows)
+    return Table("shared kept neurons", columns, rows), below
 
 
 class CompareScreen(TabbedScreen):
@@ -152,12 +166,14 @@ class CompareScreen(TabbedScreen):
         with TabbedContent():
             with TabPane("Overview", id="overview"):
                 yield RecordTable(id="overview-table")
-            with TabPane("Metrics", id="metrics"):
+            with TabPane("Metrics", id="metrics"), Vertical():
                 yield RecordTable(id="metrics-table")
+                yield Static(METRICS_LEGEND, classes="hint legend")
             with TabPane("Retention", id="retention"):
                 yield RecordTable(id="retention-table")
-            with TabPane("Overlap", id="overlap"):
+            with TabPane("Overlap", id="overlap"), Vertical():
                 yield RecordTable(id="overlap-table")
+                yield Static(OVERLAP_LEGEND, classes="hint legend")
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -183,7 +199,14 @@ class CompareScreen(TabbedScreen):
             tabs.hide_tab("retention")
         shared = overlap(c)
         if shared is not None:
-            self.query_one("#overlap-table", RecordTable).show(shared)
+            table, below = shared
+            self.query_one("#overlap-table", RecordTable).show(
+                table, style=lambda row, key, _value: BELOW_CHANCE if (row, key) in below else ""
+            )
         else:
             tabs.hide_tab("overlap")
         self.query_one("#overview-table", RecordTable).focus()
+
+    @property
+    def current_model_ids(self) -> list[int]:
+        return self.model_ids

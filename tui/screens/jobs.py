@@ -19,6 +19,8 @@ from textual.worker import get_current_worker
 from store.db import Store
 from store.jobs import RETRYABLE
 from tui.bars import bar
+from tui.confirm import Confirm
+from tui.fitting import Elastic, FitsWidth
 from tui.keybar import KeyBar
 from tui.logs import LogChunk, read_log
 from tui.navigation import navigator
@@ -56,12 +58,13 @@ def progress(job: JobInfo) -> Text:
     return text
 
 
+# Where each job stands first (a narrow screen shows these), then what it is and says.
 JOB_COLUMNS = [
     Column("id", numeric=True),
-    Column("summary", "what"),
     Column("status"),
     Column("progress", fmt=lambda v: f"{100 * v:.0f}%", numeric=True),
     Column("eta_seconds", "ETA", duration, numeric=True),
+    Column("summary", "what"),
     Column("message", "message / error"),
     Column("stage"),
     Column("kind"),
@@ -76,24 +79,25 @@ def row(job: JobInfo) -> list[object]:
     message = job.error if job.error else job.message
     return [
         Text(str(job.id), justify="right"),
-        summary(job),
         Text(job.status, status_style.get(job.status, "")),
         progress(job),
         Text(duration(job.eta_seconds) if job.status == "running" else "", justify="right"),
-        Text(message, "red") if job.error else message,
-        job.stage,
-        job.kind,
-        job.device or "",
+        Elastic(summary(job)),
+        Elastic(message, "red" if job.error else "", cut="end"),
+        Text(job.stage),
+        Text(job.kind),
+        Text(job.device or ""),
         Text(size(job.peak_memory_bytes), justify="right"),
-        plain(job.created_at),
+        Text(plain(job.created_at)),
     ]
 
 
-class JobsTable(DataTable[object]):
+class JobsTable(FitsWidth):
     """The jobs shown, newest first; exports them with raw values."""
 
     # On the table, so that it wins over DataTable's own enter; the screen decides when it applies.
     BINDINGS = [Binding("enter", "screen.open", "Open result", id="jobs.open")]
+    elastic = ("summary", "message")
 
     def __init__(self) -> None:
         super().__init__(id="jobs-table", cursor_type="row", zebra_stripes=True)
@@ -213,6 +217,7 @@ class JobsScreen(StoreScreen):
                 if before[job.id] != job:
                     for c, value in zip(JOB_COLUMNS, row(job), strict=True):
                         table.update_cell(str(job.id), c.key, value, update_width=True)
+        table.refit()
         self._place_cursor()
         self._show_log(message.log)
         queued = sum(1 for j in message.jobs if j.status == "queued")
@@ -269,8 +274,21 @@ class JobsScreen(StoreScreen):
         return super().check_action(action, parameters)
 
     def action_cancel(self) -> None:
-        if (job := self.current) is not None:
+        """A queued job goes at once (retry queues it again); a running one loses its work, so asks first."""
+        job = self.current
+        if job is None:
+            return
+        if job.status != "running":
             self._cancel(job.id)
+            return
+
+        def answered(cancel: bool | None) -> None:
+            if cancel:
+                self._cancel(job.id)
+
+        done = f", {100 * job.progress:.0f}% done" if job.progress else ""
+        question = f"Cancel job {job.id} ({summary(job)}{done})? The work it has done is lost."
+        self.app.push_screen(Confirm(question, "Cancel the job", "Let it run"), answered)
 
     @work(thread=True, group="jobs-action", exit_on_error=False)
     def _cancel(self, job_id: int) -> None:
@@ -299,6 +317,26 @@ class JobsScreen(StoreScreen):
         if jobs.ensure_worker(self.store):
             self.app.notify("started a worker for the queued jobs")
         self.app.call_from_thread(self.poll)
+
+    @property
+    def current_model_name(self) -> str | None:
+        """The model the job under the cursor worked on (for an import, the one it made)."""
+        job = self.current
+        if job is None:
+            return None
+        made = job.result.get("model_name") or next((m.get("model_name") for m in job.result.get("models", [])), None)
+        asked = job.request.get("model") or next(iter(job.request.get("models", [])), None)
+        return asked or made or None
+
+    @property
+    def current_model_ids(self) -> list[int]:
+        """The models the job under the cursor made or evaluated, once it is done."""
+        job = self.current
+        if job is None or job.status != "done":
+            return []
+        if "model_id" in job.result:
+            return [int(job.result["model_id"])]
+        return [int(m["model_id"]) for m in job.result.get("models", [])][:4]
 
     def action_open(self) -> None:
         job = self.current

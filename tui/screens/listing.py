@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Header, Input
+from textual.widgets import DataTable, Header, Input, Static
 
 from store.db import Store
 from tui.keybar import KeyBar
@@ -26,6 +26,7 @@ class ListScreen(StoreScreen):
 
     NOUN = ""
     PLACEHOLDER = ""
+    EMPTY = ""  # what to do when the store has none
     SORT = ""
     DESCENDING = False
     MARKABLE = False
@@ -57,6 +58,9 @@ class ListScreen(StoreScreen):
         yield Header()
         yield FilterInput(placeholder=self.PLACEHOLDER, id="filter", compact=True)
         yield self.table
+        empty = Static(self.EMPTY, id="empty", classes="hint", markup=False)
+        empty.display = False
+        yield empty
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -78,6 +82,10 @@ class ListScreen(StoreScreen):
     @on(Input.Submitted, "#filter")
     def _to_table(self) -> None:
         self.table.focus()
+
+    @on(PagedTable.Loaded)
+    def _empty(self) -> None:
+        self.query_one("#empty").display = bool(self.EMPTY) and self.table.total == 0 and not self.table.text.strip()
 
     @on(DataTable.RowSelected, "#list")
     def _open(self) -> None:

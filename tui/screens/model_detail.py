@@ -160,9 +160,13 @@ class ModelDetailScreen(TabbedScreen):
         navigator(self).open_tradeoff(self.model_id)
 
     @property
-    def current_model(self) -> queries.ModelInfo | None:
+    def current_model_name(self) -> str | None:
         """The model shown: the app's prune and evaluate keys start from it."""
-        return self.detail.model if self.detail is not None else None
+        return self.detail.model.name if self.detail is not None else None
+
+    @property
+    def current_model_ids(self) -> list[int]:
+        return [self.model_id]
 
 
 def evaluations_table(name: str, rows: tuple[EvaluationInfo, ...]) -> Table:

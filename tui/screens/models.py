@@ -22,16 +22,17 @@ def _per_layer(value: int | tuple[int, ...]) -> str:
     return "per-layer" if isinstance(value, tuple) else str(value)
 
 
+# What tells models apart first (a narrow screen shows these), then what pruned kin share.
 MODEL_COLUMNS = [
-    ListColumn("name", sort="name"),
+    ListColumn("name", sort="name", elastic=True),
+    ListColumn("parameters", "params", count, numeric=True, sort="params"),
+    ListColumn("intermediate", "width", _per_layer, numeric=True, sort="intermediate", get=_intermediate),
+    ListColumn("expansion", "expansion", fixed(2), numeric=True, sort="expansion"),
+    ListColumn("eval_count", "evals", numeric=True, sort="evals"),
+    ListColumn("parent_name", "parent", sort="parent", elastic=True),
     ListColumn("family", sort="family"),
     ListColumn("num_layers", "layers", numeric=True, sort="layers"),
     ListColumn("hidden_size", "hidden", numeric=True, sort="hidden"),
-    ListColumn("intermediate", "intermediate", _per_layer, numeric=True, sort="intermediate", get=_intermediate),
-    ListColumn("expansion", "expansion", fixed(2), numeric=True, sort="expansion"),
-    ListColumn("parameters", "params", count, numeric=True, sort="params"),
-    ListColumn("parent_name", "parent", sort="parent"),
-    ListColumn("eval_count", "evals", numeric=True, sort="evals"),
 ]
 
 
@@ -39,6 +40,7 @@ class ModelsScreen(ListScreen):
     TITLE = "Models"
     NOUN = "models"
     PLACEHOLDER = "/ filter: words in name, family, architecture, source, tags"
+    EMPTY = "No models yet: i imports one (the bundled SmolLM2, a model folder, a .gguf file or a hub id)."
     SORT = "name"
     MARKABLE = True
     BINDINGS = [
@@ -60,12 +62,16 @@ class ModelsScreen(ListScreen):
         navigator(self).open_model(item.id)
 
     @property
-    def current_model(self) -> ModelInfo | None:
-        return self.table.current
+    def current_model_name(self) -> str | None:
+        """The model a new pruning run starts from: the one under the cursor."""
+        model = self.table.current
+        return model.name if model is not None else None
 
     @property
-    def marked_ids(self) -> list[int]:
-        return list(self.table.marked)
+    def current_model_ids(self) -> list[int]:
+        """The models a new evaluation starts with: the marked ones, else the one under the cursor."""
+        model = self.table.current
+        return list(self.table.marked) or ([model.id] if model is not None else [])
 
     def action_compare(self) -> None:
         marked = list(self.table.marked)

@@ -16,32 +16,40 @@ from textual.widgets import Header, Log, Static, TabbedContent, TabPane
 
 from store import queries
 from store.db import NotFoundError, Store
-from store.queries import RetentionInfo, RunDetail
+from store.queries import RetentionInfo, RunDetail, RunSummary
 from tui.bars import column_chart
 from tui.keybar import KeyBar
 from tui.logs import read_log
 from tui.navigation import navigator
 from tui.records import RecordTable
-from tui.screens.runs import percent, removed, target
+from tui.screens.runs import percent, removed
 from tui.screens.tabbed import TabbedScreen
 from workbench import jobs
 from workbench.tabular import Column, Table, count, fixed, plain, size
 
 SCORE = fixed(4)
+# Headers of two lines: the scores of the kept and of the removed neurons, each min, mean and max.
 RETENTION_COLUMNS = [
     Column("layer", numeric=True),
     Column("original_width", "width", numeric=True),
     Column("kept_width", "kept", numeric=True),
     Column("percent_kept", "% kept", fixed(1), numeric=True),
-    Column("kept_score_min", "kept min", SCORE, numeric=True),
-    Column("kept_score_mean", "kept mean", SCORE, numeric=True),
-    Column("kept_score_max", "kept max", SCORE, numeric=True),
-    Column("removed_score_min", "removed min", SCORE, numeric=True),
-    Column("removed_score_mean", "removed mean", SCORE, numeric=True),
-    Column("removed_score_max", "removed max", SCORE, numeric=True),
+    Column("kept_score_min", "score kept\nmin", SCORE, numeric=True),
+    Column("kept_score_mean", "score kept\nmean", SCORE, numeric=True),
+    Column("kept_score_max", "score kept\nmax", SCORE, numeric=True),
+    Column("removed_score_min", "score removed\nmin", SCORE, numeric=True),
+    Column("removed_score_mean", "score removed\nmean", SCORE, numeric=True),
+    Column("removed_score_max", "score removed\nmax", SCORE, numeric=True),
 ]
 STAGE_COLUMNS = [Column("stage"), Column("seconds", fmt=fixed(2), numeric=True)]
 CHART_ROWS = 4
+
+
+def goal(run: RunSummary) -> str:
+    """What the run was asked to do, in words."""
+    if run.target_kind == "percent":
+        return f"{run.target_value:g}% of neurons removed"
+    return f"down to expansion {run.target_value:g}"
 
 
 def configuration(run: RunDetail) -> Table:
@@ -59,7 +67,7 @@ def configuration(run: RunDetail) -> Table:
         ("base model", run.base_model_name),
         ("result model", run.result_model_name or ""),
         ("scorer", run.scorer),
-        ("target", target(run)),
+        ("target", goal(run)),
         ("divisor", run.divisor),
         ("allocation", run.allocation),
         ("layers", run.layers),
@@ -77,25 +85,44 @@ def configuration(run: RunDetail) -> Table:
 
 
 def depth_picture(run: RunDetail) -> Text:
-    """Share of neurons removed per layer as a column chart over depth, and the layers that lost most."""
+    """Share of neurons kept per layer as a column chart over depth (as the bars of the table
+    below), with its scale, and the layers that kept least and most."""
     layers = run.retention
     if not layers:
         return Text(f"  the run made no model: {run.error}" if run.error else "  no retention rows", "bold red")
-    lost = [1 - r.kept_width / r.original_width if r.original_width else 0.0 for r in layers]
+    kept = [r.kept_width / r.original_width if r.original_width else 1.0 for r in layers]
     picture = Text()
-    for row in column_chart(lost, CHART_ROWS):
-        picture.append("  ")
+    for i, row in enumerate(column_chart(kept, CHART_ROWS)):
+        scale = "100% ┤" if i == 0 else "  0% ┤" if i == CHART_ROWS - 1 else "     │"
+        picture.append(f"  {scale}", "dim")
         picture.append_text(row)
         picture.append("\n")
-    last = str(layers[-1].layer)
-    picture.append(f"  {layers[0].layer}".ljust(len(layers) + 2 - len(last)) + last + "  layer (depth) →\n", "dim")
-    most = sorted(zip(lost, layers, strict=True), key=lambda x: (-x[0], x[1].layer))[:3]
-    picture.append("  height: share of neurons removed · most: ")
-    picture.append(", ".join(f"layer {r.layer} {100 * share:.0f}%" for share, r in most), "bold")
+    first, last = str(layers[0].layer), str(layers[-1].layer)
+    picture.append(f"        {first}".ljust(len(layers) + 8 - len(last)) + last + "  layer (depth) →\n", "dim")
+    picture.append("  height: share of neurons kept · ")
+    picture.append_text(extremes(layers, kept))
     return picture
 
 
-def score_summary(layers: tuple[RetentionInfo, ...]) -> Text:
+def extremes(layers: tuple[RetentionInfo, ...], kept: list[float]) -> Text:
+    """The layers that kept least and most; one line for a run that kept the same share everywhere."""
+    if len({r.kept_width for r in layers}) == 1 and len({r.original_width for r in layers}) == 1:
+        first = layers[0]
+        return Text(f"every layer keeps {100 * kept[0]:.1f}% ({first.kept_width} of {first.original_width})", "bold")
+    ranked = sorted(zip(kept, layers, strict=True), key=lambda x: (x[0], x[1].layer))
+
+    def named(picked: list[tuple[float, RetentionInfo]]) -> str:
+        return ", ".join(f"layer {r.layer} {100 * share:.0f}%" for share, r in picked)
+
+    shown = min(3, len(ranked) // 2) or 1  # never the same layer on both ends
+    text = Text("kept least: ")
+    text.append(named(ranked[:shown]), "bold")
+    text.append(" · most: ")
+    text.append(named(ranked[::-1][:shown]), "bold")
+    return text
+
+
+def score_summary(scorer: str, layers: tuple[RetentionInfo, ...]) -> Text:
     """Means over layers of the kept and the removed neurons' scores, and how far apart they are."""
 
     def mean(values: list[float | None]) -> float | None:
@@ -106,7 +133,7 @@ def score_summary(layers: tuple[RetentionInfo, ...]) -> Text:
     gone = mean([r.removed_score_mean for r in layers])
     if kept is None:
         return Text("")
-    summary = Text("  scores (mean over layers): kept ")
+    summary = Text(f"  {scorer} scores of the neurons, mean over layers: kept ")
     summary.append(f"{kept:.4g}", "bold")
     if gone is None:
         return summary.append(" · nothing removed")
@@ -153,7 +180,7 @@ class RunDetailScreen(TabbedScreen):
                 yield RecordTable(id="configuration-table")
             with TabPane("Stages", id="stages"), Vertical():
                 yield RecordTable(id="stages-table")
-                yield Static(id="memory")
+                yield Static(id="memory", markup=False)
             with TabPane("Log", id="log"):
                 yield Log(id="run-log")
         yield KeyBar()
@@ -174,15 +201,15 @@ class RunDetailScreen(TabbedScreen):
 
     def on_run_detail_screen_loaded(self, message: Loaded) -> None:
         run = self.run = message.run
-        made = f" -> {run.result_model_name}" if run.result_model_name else f" ({run.status})"
-        self.sub_title = f"run {run.id}: {run.scorer}, {target(run)} of {run.base_model_name}{made}"
+        made = f" → {run.result_model_name}" if run.result_model_name else f" ({run.status})"
+        self.sub_title = f"run {run.id}: {run.base_model_name}{made} · {run.scorer}, {goal(run)}"
         self.query_one("#depth", Static).update(depth_picture(run))
         retention = self.query_one("#retention-table", RecordTable)
         retention.border_title = f"retention of run {run.id}"
         retention.show(
             Table.of(f"retention of run {run.id}", RETENTION_COLUMNS, run.retention), bars={"percent_kept": 100.0}
         )
-        self.query_one("#scores", Static).update(score_summary(run.retention))
+        self.query_one("#scores", Static).update(score_summary(run.scorer, run.retention))
         self.query_one("#configuration-table", RecordTable).show(configuration(run))
         total = sum(run.stage_seconds.values())
         self.query_one("#stages-table", RecordTable).show(stages(run), bars={"seconds": total})
@@ -202,6 +229,16 @@ class RunDetailScreen(TabbedScreen):
     def action_open_result(self) -> None:
         if self.run is not None and self.run.result_model_id is not None:
             navigator(self).open_model(self.run.result_model_id)
+
+    @property
+    def current_model_name(self) -> str | None:
+        """A new pruning run starts from this run's base (another setting on it)."""
+        return self.run.base_model_name if self.run is not None else None
+
+    @property
+    def current_model_ids(self) -> list[int]:
+        """A new evaluation starts with what this run made, else its base."""
+        return [] if self.run is None else [self.run.result_model_id or self.run.base_model_id]
 
     def action_open_base(self) -> None:
         if self.run is not None:

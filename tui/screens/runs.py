@@ -31,15 +31,15 @@ def percent(value: float | None) -> str:
 
 RUN_COLUMNS = [
     ListColumn("id", numeric=True, sort="id"),
-    ListColumn("base_model_name", "base", sort="base"),
+    ListColumn("status", sort="status"),
+    ListColumn("base_model_name", "base", sort="base", elastic=True),
     ListColumn("scorer", sort="scorer"),
     ListColumn("target", sort="target", get=target),
+    ListColumn("removed", "params off", percent, numeric=True, sort="removed", get=removed),
+    ListColumn("result_model_name", "result", sort="result", elastic=True),
+    ListColumn("calibration_source", "calibration", sort="calibration", elastic=True),
     ListColumn("divisor", "div", numeric=True, sort="divisor"),
     ListColumn("allocation", sort="allocation"),
-    ListColumn("calibration_source", "calibration", sort="calibration"),
-    ListColumn("removed", "params off", percent, numeric=True, sort="removed", get=removed),
-    ListColumn("result_model_name", "result", sort="result"),
-    ListColumn("status", sort="status"),
     ListColumn("created_at", "date", plain, sort="created"),
 ]
 
@@ -48,6 +48,7 @@ class RunsScreen(ListScreen):
     TITLE = "Runs"
     NOUN = "runs"
     PLACEHOLDER = "/ filter: words in scorer, model names, allocation, layers, calibration, status, error"
+    EMPTY = "No pruning runs yet: p opens the form for one (from Models, on the model under the cursor)."
     SORT = "created"
     DESCENDING = True
 
@@ -63,3 +64,15 @@ class RunsScreen(ListScreen):
     def open(self, item: object) -> None:
         assert isinstance(item, RunSummary)
         navigator(self).open_run(item.id)
+
+    @property
+    def current_model_name(self) -> str | None:
+        """A new pruning run starts from the base of the run under the cursor (another setting on it)."""
+        run = self.table.current
+        return run.base_model_name if run is not None else None
+
+    @property
+    def current_model_ids(self) -> list[int]:
+        """A new evaluation starts with what the run under the cursor made, else its base."""
+        run = self.table.current
+        return [] if run is None else [run.result_model_id or run.base_model_id]

@@ -22,8 +22,8 @@ def _jobs(s: StudySummary) -> str:
 
 
 STUDY_COLUMNS = [
-    ListColumn("name", sort="name"),
-    ListColumn("base_model", "base", sort="base"),
+    ListColumn("name", sort="name", elastic=True),
+    ListColumn("base_model", "base", sort="base", elastic=True),
     ListColumn("configurations", "configs", numeric=True),
     ListColumn("status", get=lambda s: s.status),
     ListColumn("jobs", "jobs done", numeric=True, get=_jobs),
@@ -38,6 +38,9 @@ class StudiesScreen(ListScreen):
     TITLE = "Studies"
     NOUN = "studies"
     PLACEHOLDER = "/ filter: words in the study's name or base model"
+    EMPTY = ("No studies yet. A study is a sweep of settings, made on the command line, e.g.\n"
+             "  workbench sweep smollm2 --scorers ppm,wanda --percent 20,40 --tasks arc_easy --limit 200 --name first\n"
+             "and followed here as its jobs run (workbench sweep --help says the rest).")
     SORT = "updated"
     DESCENDING = True
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -69,9 +70,9 @@ class StudyScreen(TabbedScreen):
                 yield RecordTable(openable=True, id="study-runs")
             with TabPane("Trade-off", id="tradeoff"), Vertical():
                 yield RecordTable(id="study-tradeoff")
-                yield Static(id="study-notes", classes="hint")
+                yield Static(id="study-notes", classes="hint", markup=False)
             with TabPane("Chart", id="chart"), Vertical():
-                yield Static(id="chart-title")
+                yield Static(id="chart-title", markup=False)
                 yield Chart(id="study-chart")
             with TabPane("Specialisation", id="specialisation"), Vertical():
                 yield RecordTable(id="spec-perplexity")
@@ -116,7 +117,7 @@ class StudyScreen(TabbedScreen):
             return FLAGGED if key == "notes" and row in flagged else ""
 
         tradeoff = self.query_one("#study-tradeoff", RecordTable)
-        tradeoff.border_title = f"trade-off of {v.study.name}"
+        tradeoff.border_title = Text(f"trade-off of {v.study.name}")  # a name: no markup
         _show(tradeoff, v.grid(), style)
         self.query_one("#study-notes", Static).update("\n".join(v.notes()).replace("* the best", "reversed: the best"))
         self._draw_chart()

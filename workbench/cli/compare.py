@@ -17,7 +17,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         description="Every recorded metric aligned by task and key (the newest evaluation of each). Each model "
         "is compared with its nearest ancestor among those named (a pruned model with its parent), else "
         "with the first model named; one pruned model alone is compared with its parent. A change exceeds "
-        f"noise when |delta| > {NOISE_SIGMAS:g} * sqrt(se1^2 + se2^2), judged where both have a stderr.",
+        f"noise when |delta| > {NOISE_SIGMAS:g} * sqrt(se1^2 + se2^2), judged where both have a stderr. The "
+        "last column names the best model of a row only where its value beats every other beyond that "
+        "noise (the rule the workbench's Compare and Trade-off use); parameters and sizes print in short form.",
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="stored model names or ids")
     output = p.add_mutually_exclusive_group()

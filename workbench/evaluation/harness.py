@@ -104,11 +104,11 @@ class RequestCounter(CacheHook):
         self.task = ""
         self.kind = ""
         self.total = self.done = self._pending = 0
-        self._started = self._last = 0.0
+        self._last = 0.0
 
     def start(self, kind: str, total: int) -> None:
         self.kind, self.total, self.done, self._pending = kind, total, 0, 0
-        self._started = self._last = time.monotonic()
+        self._last = time.monotonic()
         self.progress.set_total(total, f"{self.task}: 0/{total} {kind}")
 
     def add_partial(self, attr: str, req: Any, res: Any) -> None:
@@ -124,9 +124,8 @@ class RequestCounter(CacheHook):
         if not self._pending:
             return
         self.done += self._pending
-        eta = (time.monotonic() - self._started) * (self.total - self.done) / self.done
-        left = f", {_clock(eta)} left" if self.done < self.total else ""
-        self.progress.advance(self._pending, f"{self.task}: {self.done}/{self.total} {self.kind}{left}")
+        # Counts only: the time left is the job's one estimate (Progress.eta_seconds), not a second one.
+        self.progress.advance(self._pending, f"{self.task}: {self.done}/{self.total} {self.kind}")
         self._pending = 0
         self._last = time.monotonic()
 
@@ -201,7 +200,7 @@ def run_task(lm: TrackedHFLM, harness: Harness, task: PreparedTask, limit: float
     from lm_eval import simple_evaluate
 
     lm.counter.task = task.name
-    with quiet():
+    with quiet(), no_git_probe():
         return simple_evaluate(
             model=lm,
             tasks=[task.name],
@@ -286,6 +285,22 @@ def quiet() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
+@contextlib.contextmanager
+def no_git_probe() -> Iterator[None]:
+    """lm-eval records the git commit of the folder the process runs in by running `git describe`,
+    which prints "fatal: not a git repository" into the job's log from anywhere else. That folder
+    is the user's, not the evaluation's (each row records the versions that matter), so the probe
+    is left out while a task runs."""
+    import lm_eval.evaluator
+
+    probe = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = probe
+
+
 def _leaves(task: str, group_subtasks: dict[str, list[str]]) -> list[str]:
     children = group_subtasks.get(task)
     if not children:
@@ -301,9 +316,3 @@ def _shared(shots: dict[str, int], tasks: list[str]) -> int | None:
 def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds + 0.5), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

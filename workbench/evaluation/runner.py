@@ -144,7 +144,7 @@ def _evaluate_model(
     plan: _Plan, store: Store, target: model_io.Target, label: str, chat: dict[str, bool], progress: Progress
 ) -> ModelResult:
     started = time.perf_counter()
-    progress.stage(f"{label}:load", message=f"loading {label}")
+    progress.stage(f"{label}:load", message=f"loading {label}")  # the stage names are the job row's
     row, model, tokenizer = target.load(store, plan.device, plan.dtype)
     load_seconds = time.perf_counter() - started
     rows = [_workbench_row(plan, row.id, m, None) for m in measurements.model_facts(model, row.size_bytes)]
@@ -152,7 +152,7 @@ def _evaluate_model(
     try:
         lm = None
         for task in sorted(plan.spec.tasks, key=_order):
-            progress.stage(f"{label}:{task}", message=f"{label}: {task}")
+            progress.stage(f"{label}:{task}", message=f"evaluating {label} on {task}")
             begun = time.perf_counter()
             if _builtin(task):
                 found = _measure(task, model, tokenizer, plan, progress)

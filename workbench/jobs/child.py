@@ -17,6 +17,9 @@ from workbench.jobs.execution import execute
 
 def main(job_id: int) -> None:
     faulthandler.enable()  # a hard crash still leaves its stack in the log
+    # The job reports its own progress; a library's bars (lm-eval's, read by tqdm when it loads)
+    # would only draw their frames into the log.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     store = Store.open(os.environ["WORKBENCH_STORE"], create=False)
     execute(store, get_job(store, job_id))
     store.close()

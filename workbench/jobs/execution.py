@@ -27,7 +27,7 @@ from store import jobs
 from store.db import Store
 from store.jobs import JobInfo
 from workbench.errors import UserError
-from workbench.jobs.kinds import JobContext, kind_of
+from workbench.jobs.kinds import KINDS, JobContext, kind_of
 from workbench.progress import Cancelled, Progress
 
 log = logging.getLogger("workbench.jobs")
@@ -70,7 +70,7 @@ class Heartbeat(threading.Thread):
 
 class JobProgress(Progress):
     """Writes the engine's progress to the job row and answers its cancel checks; `echo` (a
-    terminal bar) sees every update too."""
+    terminal bar) sees every update too. Each new stage is a line of the log, in the engine's words."""
 
     def __init__(
         self, store: Store, job_id: int, heartbeat: Heartbeat, peak: Callable[[], int | None], echo: Progress | None
@@ -78,7 +78,6 @@ class JobProgress(Progress):
         super().__init__()
         self.store, self.job_id, self.heartbeat, self.echo = store, job_id, heartbeat, echo
         self._peak = peak  # the job process's peak memory so far
-        self._begun = time.monotonic()
         self._written_at = 0.0
         self._stage = ""
 
@@ -88,11 +87,10 @@ class JobProgress(Progress):
         now = time.monotonic()
         if stage == self._stage and now - self._written_at < PROGRESS_EVERY_S:
             return
-        if stage != self._stage:
-            log.info("%s: %s", stage, message)
+        if stage != self._stage and stage != "done":  # the end has its own line (execute)
+            log.info("%s", message if message and message != stage else stage)
         self._stage, self._written_at = stage, now
-        elapsed = now - self._begun
-        eta = elapsed * (1 - fraction) / fraction if 0.01 < fraction < 1 else None
+        eta = self.eta_seconds if fraction < 1 else None
         jobs.update_running(self.store, self.job_id, stage=stage, progress=fraction, message=message,
                             eta_seconds=eta, peak_memory_bytes=self._peak())
 
@@ -108,8 +106,12 @@ def execute(store: Store, job: JobInfo, echo: Progress | None = None) -> JobInfo
     """
     assert job.log_path is not None
     heartbeat = Heartbeat(store, job.id)
+    kind = KINDS.get(job.kind)
+    begun = time.monotonic()
     with _logging_to(store.root / job.log_path):
-        log.info("job %d (%s) on %s, pid %d, in %s", job.id, job.kind, socket.gethostname(), os.getpid(), os.getcwd())
+        log.info("job %d (%s): %s", job.id, job.kind, _said(kind.summarize, job.request) if kind else "")
+        log.info("started %s on %s, pid %d, in %s", time.strftime("%Y-%m-%d %H:%M:%S"), socket.gethostname(),
+                 os.getpid(), os.getcwd())  # fmt: skip
         log.info("request: %s", json.dumps(job.request))
         heartbeat.start()
         try:
@@ -119,8 +121,25 @@ def execute(store: Store, job: JobInfo, echo: Progress | None = None) -> JobInfo
         if not jobs.finish(store, job.id, status, message, error=error, result=result, peak_memory_bytes=peak):
             log.warning("the job no longer runs in the store (declared dead elsewhere?): outcome %s not recorded",
                         status)
-        log.info("outcome: %s%s", status, f" ({error})" if error else "")
+        if status == "done" and result is not None and kind is not None:
+            for line in _said(kind.tell, result).splitlines():
+                log.info("%s", line)
+        ended = message if message.startswith(status) else status  # "cancelled during calibrate"
+        log.info("%s after %s%s", ended, _clock(time.monotonic() - begun), f": {error}" if error else "")
     return jobs.get_job(store, job.id)
+
+
+def _said(describe: Callable[[dict[str, Any]], str], data: dict[str, Any]) -> str:
+    """A kind's words for a request or result; nothing where they do not fit it (older rows)."""
+    try:
+        return describe(data)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return ""
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}h {minutes % 60:02d}m {secs:02d}s" if minutes >= 60 else f"{minutes}m {secs:02d}s"
 
 
 def _run(
@@ -167,11 +186,24 @@ def _one_line(text: str) -> str:
     return lines[0] if lines else "(no message)"
 
 
+class _StoryFormat(logging.Formatter):
+    """The job's own lines as "12:04:31 what happened"; anything else (a library's warning) also names
+    its level and logger, so that it reads as an aside."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name.split(".")[0] == "workbench" and record.levelno == logging.INFO:
+            return f"{self.formatTime(record, self.datefmt)} {record.getMessage()}"
+        return super().format(record)
+
+
 @contextmanager
 def _logging_to(path: Path) -> Iterator[None]:
     """Log records (the engine's, warnings) go to the job's log file while the job runs."""
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_StoryFormat())
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)

@@ -20,6 +20,7 @@ from workbench.errors import UserError
 from workbench.progress import Progress
 from workbench.sources import ImportRequest
 from workbench.spec import PruneSpec
+from workbench.tabular import count, size
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class JobKind:
     normalize: Callable[[dict[str, Any]], dict[str, Any]]  # the request validated, with its defaults (UserError)
     summarize: Callable[[dict[str, Any]], str]  # one line for listings
     run: Callable[[dict[str, Any], JobContext], dict[str, Any]]  # does the work; the report (the job's result)
+    tell: Callable[[dict[str, Any]], str] = lambda report: ""  # the report in a line or a few: its log's end
 
 
 def _run_prune(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
@@ -52,6 +54,16 @@ def _summarize_prune(request: dict[str, Any]) -> str:
     target = f"{request['percent']:g}%" if request.get("percent") is not None else f"x{request.get('expansion'):g}"
     calibration = f" ({Path(request['calibration']).name})" if request.get("calibration") else ""
     return f"{request.get('model')} {request.get('scorer')} {target}{calibration}"
+
+
+def _tell_prune(report: dict[str, Any]) -> str:
+    before, after = report["parameters_before"], report["parameters_after"]
+    return (
+        f"made {report['model_name']} (model {report['model_id']}, run {report['run_id']}) from "
+        f"{report['base_model']}: {count(before)} -> {count(after)} parameters ({100 * (1 - after / before):.1f}% "
+        f"fewer), expansion {report['expansion_before']:.2f} -> {report['expansion_after']:.2f}, "
+        f"{size(report['size_bytes'])} on disk"
+    )
 
 
 def _normalize_eval(request: dict[str, Any]) -> dict[str, Any]:
@@ -71,12 +83,29 @@ def _summarize_eval(request: dict[str, Any]) -> str:
     return f"{', '.join(request.get('models', []))}: {', '.join(request.get('tasks', []))}"
 
 
+def _tell_eval(report: dict[str, Any]) -> str:
+    """A line per model: each figure measured (the model facts aside), with its stderr."""
+    lines = []
+    for model in report["models"]:
+        figures = [
+            f"{m['task']} {m['metric']} {m['value']:.4g}" + (f" ± {m['stderr']:.3f}" if m["stderr"] is not None else "")
+            for m in model["metrics"]
+            if m["task"] != "model"
+        ]
+        lines.append(f"{model['model_name']}: {'; '.join(figures) or 'no figures'} ({model['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
 def _run_import(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
     from workbench.model_io import import_model
 
     r = ImportRequest.from_dict(request)
     model = import_model(job.store, r.source, name=r.name, if_missing=r.if_missing, progress=job.progress)
     return {"model_id": model.id, "model_name": model.name, "folder": str(job.store.model_path(model))}
+
+
+def _tell_import(report: dict[str, Any]) -> str:
+    return f"stored {report['model_name']} as model {report['model_id']} in {report['folder']}"
 
 
 def _summarize_import(request: dict[str, Any]) -> str:
@@ -87,9 +116,11 @@ def _summarize_import(request: dict[str, Any]) -> str:
 KINDS: dict[str, JobKind] = {
     k.name: k
     for k in [
-        JobKind("prune", lambda r: PruneSpec.from_dict(r).validate().to_dict(), _summarize_prune, _run_prune),
-        JobKind("eval", _normalize_eval, _summarize_eval, _run_eval),
-        JobKind("import", lambda r: ImportRequest.from_dict(r).validate().to_dict(), _summarize_import, _run_import),
+        JobKind("prune", lambda r: PruneSpec.from_dict(r).validate().to_dict(), _summarize_prune, _run_prune,
+                _tell_prune),
+        JobKind("eval", _normalize_eval, _summarize_eval, _run_eval, _tell_eval),
+        JobKind("import", lambda r: ImportRequest.from_dict(r).validate().to_dict(), _summarize_import, _run_import,
+                _tell_import),
     ]
 }
 
