@@ -104,16 +104,17 @@ class Store:
     def open(cls, location: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
         """The store at a folder or database URL, else $WORKBENCH_STORE, else the user data folder.
 
-        A missing store is created (unless `create` is false) and an older schema upgraded. Anything
-        that is not a store, or a schema newer than this code, is refused with StoreError before a
-        byte of it is written.
+        A missing store is created (unless `create` is false), only in a new or empty folder, and an
+        older schema upgraded. Anything that is not a store, a store whose database is missing or
+        empty beside its artifacts/ (damaged), or a schema newer than this code, is refused with
+        StoreError before a byte of it is written.
         """
         where = _locate(location)
         revision = _inspect_sqlite(where, create) if where.db_file is not None else None
         engine = _engine(where.url)
         try:
             if where.db_file is None or revision != head_revision():
-                _migrate(where.url, create)
+                _migrate(where, create)
         except DatabaseError as e:
             engine.dispose()
             raise StoreError(f"cannot open the store database {where.shown}: {e.orig}") from None
@@ -245,15 +246,15 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
     byte or leaving a -wal/-shm file behind; StoreError when it is not a workbench store."""
     path = where.db_file
     assert path is not None
-    if not path.exists():
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):  # (SQLite reads an empty file as new)
+        _refuse_damaged(where.root, where.shown)
         if not create:
-            raise StoreError(f"no workbench store at {where.root}")
+            raise StoreError(f"no workbench store at {where.root if path.parent == where.root else where.shown}")
+        _require_place_for_new_store(where)
         path.parent.mkdir(parents=True, exist_ok=True)
         return None
     if not path.is_file():
         raise StoreError(f"{path} is not a file, so not a workbench store")
-    if path.stat().st_size == 0:
-        return None  # SQLite reads an empty file as an empty database
     # Only SQLite opens the file, never a plain open(): closing any descriptor of it drops every
     # POSIX lock this process holds on it, its open connections' too (a second Store.open in one
     # process), and another process may then take itself for the last user of the WAL and remove
@@ -283,6 +284,34 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
     revision = row[0] if row else None
     _require_known(revision, str(path))
     return revision
+
+
+def _refuse_damaged(root: Path, database: str) -> None:
+    """A store folder whose database is gone or empty still holds its files: taking it for a new
+    store would call every model folder an orphan (and `store check --fix` would delete them)."""
+    if (root / ARTIFACTS).exists():
+        raise StoreError(
+            f"{root} holds {ARTIFACTS}/ but its database {database} is missing or empty: a damaged store, "
+            "left as it is (restore the database from a backup, or move the folder aside)"
+        )
+
+
+def _require_place_for_new_store(where: _Location) -> None:
+    """A new store goes only in a new folder or an empty one (an empty database file, as a process
+    creating the store at the same moment leaves it, counts as empty), never among other files."""
+    database: set[str] = set()
+    if where.db_file is not None and where.db_file.parent == where.root:
+        database = {where.db_file.name + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    elif where.db_file is not None and not where.db_file.parent.is_dir():  # a SQLite URL's folder is the user's
+        raise StoreError(f"folder {where.db_file.parent} for the database {where.shown} does not exist")
+    if where.root.exists() and not where.root.is_dir():
+        raise StoreError(f"{where.root} is a file, not a folder for the store's files")
+    others = sorted(p.name for p in where.root.iterdir() if p.name not in database) if where.root.is_dir() else []
+    if others:
+        raise StoreError(
+            f"{where.root} is not empty and holds no workbench store (it has {others[0]}"
+            f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}): a new store needs a new or empty folder"
+        )
 
 
 @cache
@@ -339,11 +368,11 @@ def _engine(url: URL, *, for_migration: bool = False) -> Engine:
     return engine
 
 
-def _migrate(url: URL, create: bool) -> None:
+def _migrate(where: _Location, create: bool) -> None:
     """Bring the schema to head in one transaction holding the write lock, so that processes
     opening a new store at once take turns instead of each creating the tables."""
-    engine = _engine(url, for_migration=True)
-    shown = url.render_as_string(hide_password=True)
+    engine = _engine(where.url, for_migration=True)
+    shown = where.url.render_as_string(hide_password=True)
     try:
         with engine.connect() as connection:
             connection.execution_options(**{_IMMEDIATE: True})
@@ -359,8 +388,10 @@ def _migrate(url: URL, create: bool) -> None:
                             f"{shown} holds tables of its own and no workbench schema version: "
                             "not a workbench store"
                         )
+                    _refuse_damaged(where.root, shown)
                     if not create:
                         raise StoreError(f"no workbench store at {shown}")
+                    _require_place_for_new_store(where)
                 from alembic import command  # here only: a store at head never loads Alembic
                 from alembic.config import Config
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 import sqlite3
 
-from store_fixtures import add_model
+import pytest
+from store_fixtures import add_model, snapshot
 
 from store import queries
 from store.check import check
-from store.db import DB_FILE, temp_name
+from store.db import DB_FILE, Store, StoreError, temp_name
 from store.tables import Job
+from workbench.cli.main import main
 
 
 def test_a_fresh_store_and_one_with_models_are_clean(store):
@@ -71,3 +73,28 @@ def test_a_broken_reference_is_reported(store):
     connection.commit()
     connection.close()
     assert check(store).foreign_keys == ("model row 1 points at a missing model",)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_store_whose_database_is_gone_or_empty_is_damaged_and_fix_touches_nothing(store, damage, capsys):
+    add_model(store, "kept")
+    store.close()
+    database = store.root / DB_FILE
+    if damage == "deleted":
+        database.unlink()
+    else:
+        database.write_bytes(b"")
+    before = snapshot(store.root)
+
+    for argv in (["store", "check", "--fix"], ["store", "check"], ["models", "list"]):
+        code = main([*argv, "--store", str(store.root)])
+        out, err = capsys.readouterr()
+        assert (code, out) == (2, "") and err.count("\n") == 1
+        assert err.startswith(f"workbench: error: {store.root} holds artifacts/ but its database")
+        assert "damaged store" in err
+        assert snapshot(store.root) == before  # the model's weights are all still there
+    with pytest.raises(StoreError, match="damaged store"):  # a writer may not take it for a new store either
+        Store.open(store.root)
+    assert snapshot(store.root) == before and sorted(p.name for p in store.root.iterdir()) == sorted(
+        ["artifacts"] + ([DB_FILE] if damage == "truncated" else [])
+    )
