@@ -13,8 +13,10 @@ from store.db import Store
 from workbench.progress import Progress
 
 
-def open_store(args: argparse.Namespace) -> Store:
-    return Store.open(getattr(args, "store", None))
+def open_store(args: argparse.Namespace, *, create: bool = False) -> Store:
+    """The store the command names. Only commands that write one (`create`) may create it, and only
+    in a new or empty folder: reading a mistyped path says so instead of making a store there."""
+    return Store.open(getattr(args, "store", None), create=create)
 
 
 def print_json(value: Any) -> None:

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.evaluation import check_request
     from workbench.texts import data_dir
 
-    store = open_store(args)
+    store = open_store(args, create=True)
     data = data_dir(getattr(args, "data_dir", None))
     check_request(spec, store, data)  # bad input fails here, before a job row exists
     job = run_as_job(args, store, "eval", spec.to_dict(), data=data, bar=not args.json)
