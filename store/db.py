@@ -22,10 +22,10 @@ import shutil
 import socket
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ import platformdirs
 import psutil
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
@@ -95,6 +95,7 @@ class Store:
     artifacts: Path
     engine: Engine
     url: str  # the database, password hidden
+    read_only: bool = False  # a SQLite store this process may read and not write (a read-only mount)
     _writer: Engine = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -111,22 +112,37 @@ class Store:
         """
         where = _locate(location)
         revision = _inspect_sqlite(where, create) if where.db_file is not None else None
-        engine = _engine(where.url)
+        read_only = revision is not None and where.db_file is not None and not _writable(where.db_file)
+        if read_only and revision != head_revision():
+            raise StoreError(
+                f"the store {where.root} is read-only and its schema {revision} needs upgrading to "
+                f"{head_revision()}: open it once where it can be written"
+            )
+        engine = _engine(where, read_only=read_only)
         try:
-            if where.db_file is None or revision != head_revision():
+            if not read_only and (where.db_file is None or revision != head_revision()):
                 _migrate(where, create)
+            artifacts = where.root / ARTIFACTS
+            if not read_only:
+                artifacts.mkdir(parents=True, exist_ok=True)
         except DatabaseError as e:
             engine.dispose()
             raise StoreError(f"cannot open the store database {where.shown}: {e.orig}") from None
+        except OSError as e:
+            engine.dispose()
+            raise StoreError(f"cannot open the store {where.root}: {e.strerror or e}") from None
         except BaseException:
             engine.dispose()
             raise
-        artifacts = where.root / ARTIFACTS
-        artifacts.mkdir(parents=True, exist_ok=True)
-        store = cls(where.root, artifacts, engine, where.shown)
-        from store.jobs import recover  # (store.jobs imports this module)
+        store = cls(where.root, artifacts, engine, where.shown, read_only)
+        if not read_only:
+            from store.jobs import recover  # (store.jobs imports this module)
 
-        recover(store)  # jobs whose process died become "interrupted"; one indexed query when none runs
+            # Jobs whose process died become "interrupted"; one indexed query when none runs. A
+            # damaged database still opens, so that `store check` can say what is wrong; the first
+            # query that meets the damage says so (see _explain).
+            with suppress(StoreError):
+                recover(store)
         return store
 
     @property
@@ -137,10 +153,15 @@ class Store:
         """A session for reading (use it as a context manager)."""
         return Session(self.engine)
 
+    def require_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"the store {self.root} is read-only: it can be read, not written")
+
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session whose transaction holds the write lock from its start; commits at the end of
         the block, rolls back on an exception. Rows stay readable after it (no expiry)."""
+        self.require_writable()
         with Session(self._writer, expire_on_commit=False, info={WRITE_SESSION: True}) as session:
             yield session
             session.commit()
@@ -151,6 +172,7 @@ class Store:
         see NewArtifact for the order of steps."""
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", kind) or kind == TMP:
             raise ValueError(f"bad artifact kind {kind!r}")
+        self.require_writable()
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         relpath = f"{kind}/{stamp}-{secrets.token_hex(4)}"
         tmp = self.artifacts / TMP / temp_name()
@@ -225,8 +247,14 @@ def _locate(location: str | os.PathLike[str] | None) -> _Location:
         return _Location(URL.create("sqlite", database=str(root / DB_FILE)), root, root / DB_FILE)
     try:
         url = make_url(text)
+        if url.drivername == "postgresql":  # the driver the `postgres` extra installs, not SQLAlchemy's default
+            url = url.set(drivername="postgresql+psycopg")
+        url.get_dialect()  # a dialect SQLAlchemy lacks (a plugin not installed) is refused here
     except ArgumentError:
         raise StoreError(f"{text!r} is neither a folder nor a database URL") from None
+    except NoSuchModuleError:
+        raise StoreError(f"no database dialect {url.drivername!r} is installed for {text.split('://')[0]}:// "
+                         "URLs: a store URL is sqlite:///FILE or postgresql://...") from None
     files = os.environ.get("WORKBENCH_ARTIFACTS")
     if files:
         root = Path(files).expanduser().absolute()
@@ -251,7 +279,12 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
         if not create:
             raise StoreError(f"no workbench store at {where.root if path.parent == where.root else where.shown}")
         _require_place_for_new_store(where)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create a store at {where.root}: {e.strerror}") from None
+        if not _writable(path.parent):
+            raise StoreError(f"cannot create a store at {where.root}: the folder is read-only")
         return None
     if not path.is_file():
         raise StoreError(f"{path} is not a file, so not a workbench store")
@@ -341,18 +374,43 @@ def _require_known(revision: str | None, where: str) -> None:
     raise StoreError(f"{where} has schema version {revision!r}, which no workbench knows: not a workbench store")
 
 
-def _engine(url: URL, *, for_migration: bool = False) -> Engine:
+def _writable(db_file: Path) -> bool:
+    """Whether this process may write the SQLite file and make its -wal and -shm beside it
+    (access() also says no on a read-only mount, even to root)."""
+    return os.access(db_file, os.W_OK) and os.access(db_file.parent, os.W_OK)
+
+
+def _read_only_connection(db_file: Path) -> sqlite3.Connection:
+    """A connection that writes nothing, not even a -shm file (which a read-only mount refuses):
+    `immutable` when no -wal holds commits the main file lacks, else a plain read-only open."""
+    live = db_file.with_name(db_file.name + "-wal").exists()
+    uri = f"{db_file.as_uri()}?{'mode=ro' if live else 'immutable=1'}"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+def _engine(where: _Location, *, for_migration: bool = False, read_only: bool = False) -> Engine:
     pool: dict[str, Any] = {"poolclass": NullPool} if for_migration else {}
+    url = where.url
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **pool)
-    engine = create_engine(url, **pool)
+        try:
+            engine = create_engine(url, pool_pre_ping=True, **pool)
+        except ModuleNotFoundError as e:
+            raise StoreError(_missing_driver(url, e)) from None
+        _explain_errors(engine, where)
+        return engine
+    if read_only:
+        assert where.db_file is not None
+        engine = create_engine("sqlite://", creator=partial(_read_only_connection, where.db_file), **pool)
+    else:
+        engine = create_engine(url, **pool)
+    _explain_errors(engine, where)
 
     @event.listens_for(engine, "connect")
     def set_up(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # `begin` below emits BEGIN, not the driver
         for pragma in (
             f"busy_timeout = {BUSY_TIMEOUT_S * 1000}",  # first: the next one may wait on a lock
-            "journal_mode = WAL",  # readers never block the writer, nor it them
+            *([] if read_only else ["journal_mode = WAL"]),  # readers never block the writer, nor it them
             "synchronous = NORMAL",  # with WAL a power cut may lose the last commits, not consistency
             # A batch migration rebuilds tables, which trips the checks midway; _migrate runs
             # foreign_key_check before its commit instead.
@@ -368,10 +426,46 @@ def _engine(url: URL, *, for_migration: bool = False) -> Engine:
     return engine
 
 
+# What SQLite says when a store's database is damaged, or is not at the schema this code reads.
+_DAMAGE = ("malformed", "file is not a database", "disk i/o error")
+_UNLIKE_SCHEMA = ("no such table", "no such column")
+
+
+def _explain_errors(engine: Engine, where: _Location) -> None:
+    """Turn the database errors that mean the store is damaged, read-only or out of space into one
+    line (StoreError) wherever they arise: in any command, the TUI or a job."""
+
+    @event.listens_for(engine, "handle_error")
+    def explain(context: Any) -> StoreError | None:
+        error = context.original_exception
+        said = str(error).lower()
+        if "readonly database" in said or "read-only" in said:
+            return StoreError(f"the store {where.root} is read-only: it can be read, not written")
+        if "disk is full" in said or "no space left" in said:
+            return StoreError(f"the disk holding the store database {where.shown} is full ({error})")
+        if any(word in said for word in _DAMAGE):
+            return StoreError(
+                f"the store database {where.shown} is damaged ({error}): `workbench store check` reports what"
+            )
+        if any(word in said for word in _UNLIKE_SCHEMA):
+            return StoreError(
+                f"the store database {where.shown} lacks part of the workbench schema ({error}): "
+                "`workbench store check` reports what"
+            )
+        return None
+
+
+def _missing_driver(url: URL, error: ModuleNotFoundError) -> str:
+    if url.get_backend_name() == "postgresql":
+        return (f"a PostgreSQL store needs its driver ({error.name} is not installed): "
+                "pip install width-pruning-workbench[postgres]")
+    return f"the database driver for {url.drivername} is not installed (no module {error.name!r}): install it"
+
+
 def _migrate(where: _Location, create: bool) -> None:
     """Bring the schema to head in one transaction holding the write lock, so that processes
     opening a new store at once take turns instead of each creating the tables."""
-    engine = _engine(where.url, for_migration=True)
+    engine = _engine(where, for_migration=True)
     shown = where.url.render_as_string(hide_password=True)
     try:
         with engine.connect() as connection:
