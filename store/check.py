@@ -59,6 +59,8 @@ class CheckReport:
 
 
 def check(store: Store, *, fix: bool = False) -> CheckReport:
+    if fix:
+        store.require_writable()
     integrity, foreign_keys = _database_checks(store)
     schema = _schema_differences(store)
     if integrity or schema:

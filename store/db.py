@@ -41,6 +41,7 @@ DB_FILE = "workbench.sqlite"
 ARTIFACTS = "artifacts"
 TMP = "tmp"  # artifacts/tmp/<pid>.<token>.<host>: folders being written, not yet in place
 BUSY_TIMEOUT_S = 30
+MIN_FREE_BYTES = 1 << 20  # less free space than this and a store opens read-only: SQLite could not even map its -shm
 MIGRATIONS = Path(__file__).with_name("migrations")
 REVISION_FILE = re.compile(r"(\d{4})_\w+\.py")  # migrations/versions/0003_job_device_memory.py: revision 0003
 _IMMEDIATE = "workbench_begin_immediate"  # execution option the "begin" event reads
@@ -95,7 +96,7 @@ class Store:
     artifacts: Path
     engine: Engine
     url: str  # the database, password hidden
-    read_only: bool = False  # a SQLite store this process may read and not write (a read-only mount)
+    read_only: str = ""  # why this process may read this SQLite store and not write it ("" when it may)
     _writer: Engine = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,17 +109,19 @@ class Store:
         A missing store is created (unless `create` is false), only in a new or empty folder, and an
         older schema upgraded. Anything that is not a store, a store whose database is missing or
         empty beside its artifacts/ (damaged), or a schema newer than this code, is refused with
-        StoreError before a byte of it is written.
+        StoreError before a byte of it is written. A SQLite store this process cannot write (a
+        read-only mount, a full disk) opens for reading, and refuses writes in one line.
         """
         where = _locate(location)
         revision = _inspect_sqlite(where, create) if where.db_file is not None else None
-        read_only = revision is not None and where.db_file is not None and not _writable(where.db_file)
+        database = where.db_file
+        read_only = _why_read_only(database.parent, database) if database and revision is not None else ""
         if read_only and revision != head_revision():
             raise StoreError(
-                f"the store {where.root} is read-only and its schema {revision} needs upgrading to "
-                f"{head_revision()}: open it once where it can be written"
+                f"the store {where.root} {read_only}, and its schema {revision} needs upgrading to "
+                f"{head_revision()}: open it once it can be written"
             )
-        engine = _engine(where, read_only=read_only)
+        engine = _engine(where, read_only=bool(read_only))
         try:
             if not read_only and (where.db_file is None or revision != head_revision()):
                 _migrate(where, create)
@@ -140,7 +143,7 @@ class Store:
 
             # Jobs whose process died become "interrupted"; one indexed query when none runs. A
             # damaged database still opens, so that `store check` can say what is wrong; the first
-            # query that meets the damage says so (see _explain).
+            # query that meets the damage says so (see _explain_errors).
             with suppress(StoreError):
                 recover(store)
         return store
@@ -155,7 +158,7 @@ class Store:
 
     def require_writable(self) -> None:
         if self.read_only:
-            raise StoreError(f"the store {self.root} is read-only: it can be read, not written")
+            raise StoreError(f"the store {self.root} {self.read_only}: it can be read, not written")
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -279,12 +282,13 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
         if not create:
             raise StoreError(f"no workbench store at {where.root if path.parent == where.root else where.shown}")
         _require_place_for_new_store(where)
+        nearest = next(folder for folder in path.parents if folder.exists())
+        if why := _why_read_only(nearest):
+            raise StoreError(f"cannot create a store at {where.root}: {nearest} {why}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create a store at {where.root}: {e.strerror}") from None
-        if not _writable(path.parent):
-            raise StoreError(f"cannot create a store at {where.root}: the folder is read-only")
         return None
     if not path.is_file():
         raise StoreError(f"{path} is not a file, so not a workbench store")
@@ -308,6 +312,8 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
     except sqlite3.DatabaseError as e:
         if "not a database" in str(e):  # SQLite's word for a file without its header
             raise StoreError(f"{path} is not a SQLite database, so not a workbench store") from None
+        if _disk_full(path.parent):
+            raise StoreError(f"the disk holding the store database {path} is full ({e})") from None
         raise StoreError(f"{path} cannot be read as a SQLite database ({e})") from None
     if row is None and tables - {"alembic_version"}:
         raise StoreError(
@@ -374,10 +380,23 @@ def _require_known(revision: str | None, where: str) -> None:
     raise StoreError(f"{where} has schema version {revision!r}, which no workbench knows: not a workbench store")
 
 
-def _writable(db_file: Path) -> bool:
-    """Whether this process may write the SQLite file and make its -wal and -shm beside it
-    (access() also says no on a read-only mount, even to root)."""
-    return os.access(db_file, os.W_OK) and os.access(db_file.parent, os.W_OK)
+def _why_read_only(folder: Path, db_file: Path | None = None) -> str:
+    """Why this process cannot write in the folder (and the SQLite file there), e.g. make a -wal and
+    -shm beside it ("" when it can): access() says no on a read-only mount, even to root; a full
+    disk cannot take the -shm file SQLite maps (it would fail with "disk I/O error" and leave a stub
+    of one behind)."""
+    if not os.access(folder, os.W_OK) or (db_file is not None and not os.access(db_file, os.W_OK)):
+        return "is read-only"
+    if _disk_full(folder):
+        return "is on a full disk"
+    return ""
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < MIN_FREE_BYTES
+    except OSError:
+        return False
 
 
 def _read_only_connection(db_file: Path) -> sqlite3.Connection:
@@ -441,7 +460,9 @@ def _explain_errors(engine: Engine, where: _Location) -> None:
         said = str(error).lower()
         if "readonly database" in said or "read-only" in said:
             return StoreError(f"the store {where.root} is read-only: it can be read, not written")
-        if "disk is full" in said or "no space left" in said:
+        if "disk is full" in said or "no space left" in said or (
+            "disk i/o error" in said and _disk_full(where.db_file.parent if where.db_file else where.root)
+        ):
             return StoreError(f"the disk holding the store database {where.shown} is full ({error})")
         if any(word in said for word in _DAMAGE):
             return StoreError(
