@@ -19,6 +19,19 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> Store:
     return Store.open(getattr(args, "store", None), create=create)
 
 
+def take_up_queued(store: Store) -> None:
+    """Jobs queued with no job process left to run them (the last one was killed, say) get one, as
+    --detach would start it; said on stderr, so that JSON on stdout stays whole. Commands that show
+    jobs call it."""
+    from store.jobs import count_jobs
+    from workbench.jobs.worker import WORKER_LOG, ensure_worker
+
+    if ensure_worker(store):
+        print(f"started a job process for the queued jobs (its output: {store.root / WORKER_LOG})", file=sys.stderr)
+    elif store.read_only and (queued := count_jobs(store, "queued")):
+        print(f"{queued} jobs queued, and none can run while the store {store.root} {store.read_only}", file=sys.stderr)
+
+
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

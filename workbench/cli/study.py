@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from workbench.cli.common import open_store, print_json
+from workbench.cli.common import open_store, print_json, take_up_queued
 from workbench.errors import UserError
 from workbench.studies.view import StudyView
 from workbench.tabular import Column, Table, plain
@@ -61,7 +61,9 @@ def list_(args: argparse.Namespace) -> int:
 
     from store import studies
 
-    found = studies.list_studies(open_store(args))
+    store = open_store(args)
+    take_up_queued(store)
+    found = studies.list_studies(store)
     if args.json:
         print_json([asdict(s) | {"status": s.status} for s in found])
         return 0
@@ -78,7 +80,9 @@ def show(args: argparse.Namespace) -> int:
     from workbench.studies.specialisation import overlap_table, perplexity_table
     from workbench.studies.view import gather
 
-    view = gather(open_store(args), args.name)
+    store = open_store(args)
+    take_up_queued(store)
+    view = gather(store, args.name)
     if args.json:
         groups = view.specialisation()
         print_json(view.to_dict() | {
