@@ -97,6 +97,7 @@ class Store:
     engine: Engine
     url: str  # the database, password hidden
     read_only: str = ""  # why this process may read this SQLite store and not write it ("" when it may)
+    created: str = ""  # what this open made of a new store folder: "folder" or "database" (see remove_if_unused)
     _writer: Engine = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +114,7 @@ class Store:
         read-only mount, a full disk) opens for reading, and refuses writes in one line.
         """
         where = _locate(location)
+        root_existed = where.root.exists()
         revision = _inspect_sqlite(where, create) if where.db_file is not None else None
         database = where.db_file
         read_only = _why_read_only(database.parent, database) if database and revision is not None else ""
@@ -137,7 +139,9 @@ class Store:
         except BaseException:
             engine.dispose()
             raise
-        store = cls(where.root, artifacts, engine, where.shown, read_only)
+        created = "" if revision is not None or where.db_file != where.root / DB_FILE else \
+            "database" if root_existed else "folder"
+        store = cls(where.root, artifacts, engine, where.shown, read_only, created)
         if not read_only:
             from store.jobs import recover  # (store.jobs imports this module)
 
@@ -192,6 +196,31 @@ class Store:
     def model_path(self, model: HasPath) -> Path:
         """The folder holding a model's files (a Model row or a queries.ModelInfo)."""
         return self.artifacts / model.path
+
+    def remove_if_unused(self) -> bool:
+        """Undo the creation of this store when nothing has used it yet (no row in any table, no
+        file under artifacts/): a command that made the store and then failed on bad input leaves
+        nothing behind. Whether it was removed; the store is closed either way."""
+        if not self.created or self.read_only:
+            self.close()
+            return False
+        with self.write() as session:  # under the write lock: no other process is writing it meanwhile
+            connection = session.connection()
+            tables = [n for n in inspect(connection).get_table_names() if n != "alembic_version"]
+            used = any(connection.exec_driver_sql(f'SELECT 1 FROM "{t}" LIMIT 1').first() for t in tables)
+            files = [p for p in self.artifacts.rglob("*") if not p.is_dir()] if self.artifacts.is_dir() else []
+            if not used and not files:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    (self.root / (DB_FILE + suffix)).unlink(missing_ok=True)
+        self.close()
+        if used or files:
+            return False
+        with suppress(OSError):  # (what another process put there since stays)
+            for folder in [*sorted(self.artifacts.rglob("*"), reverse=True), self.artifacts]:
+                folder.rmdir()
+            if self.created == "folder":
+                self.root.rmdir()
+        return True
 
     def close(self) -> None:
         self.engine.dispose()

@@ -12,11 +12,22 @@ from rich.console import Console
 from store.db import Store
 from workbench.progress import Progress
 
+_created: list[Store] = []  # stores this command made, removed again if it fails before using them
+
 
 def open_store(args: argparse.Namespace, *, create: bool = False) -> Store:
     """The store the command names. Only commands that write one (`create`) may create it, and only
     in a new or empty folder: reading a mistyped path says so instead of making a store there."""
-    return Store.open(getattr(args, "store", None), create=create)
+    store = Store.open(getattr(args, "store", None), create=create)
+    if store.created:
+        _created.append(store)
+    return store
+
+
+def remove_unused_stores() -> None:
+    """After bad input: a store this command created and never wrote a row into goes again."""
+    while _created:
+        _created.pop().remove_if_unused()
 
 
 def take_up_queued(store: Store) -> None:

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args) or 0
     except UserError as e:
+        _remove_unused_stores()
         print(f"workbench: error: {e}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error of ours
@@ -108,5 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if not is_store_error(e):
             raise
+        _remove_unused_stores()
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
+
+
+def _remove_unused_stores() -> None:
+    """Bad input writes nothing: not even the store the command created before it found the input
+    bad (looked up, as is_store_error does, since only a command that opened a store loaded it)."""
+    common = sys.modules.get("workbench.cli.common")
+    if common is not None:
+        common.remove_unused_stores()

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.studies.sweep import plan, queue
     from workbench.texts import data_dir
 
-    store = open_store(args, create=True)
+    store = open_store(args, create=not args.dry_run)  # a dry run writes nothing, not even a new store
     data = data_dir(getattr(args, "data_dir", None))
     planned = plan(store, request, data)  # every check: bad input fails here, with nothing written
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
