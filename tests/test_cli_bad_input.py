@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from store_fixtures import snapshot
 
@@ -66,3 +68,132 @@ def test_text_that_is_not_utf8_is_one_line_before_anything_is_queued(tmp_path, c
     with Store.open(existing, create=False) as store:
         assert jobs.list_jobs(store) == [] and queries.list_models(store) == []
     assert files(existing) == files(existing, before)  # no log, no model folder, no study
+
+
+@pytest.fixture
+def stored(tmp_path, tiny_model_dirs, capsys):
+    """A store holding the tiny Llama as `base` (imported through the CLI)."""
+    location = tmp_path / "store"
+    assert main(["models", "import", str(tiny_model_dirs["llama"]), "--name", "base", "--store", str(location)]) == 0
+    capsys.readouterr()
+    return location
+
+
+def _state(location):
+    """What bad input must leave as it was: the rows and the files (SQLite's -wal/-shm aside)."""
+    with Store.open(location, create=False) as store:
+        rows = ([(j.id, j.status) for j in jobs.list_jobs(store)], [m.name for m in queries.list_models(store)],
+                [r.id for r in queries.list_runs(store)])
+    return rows, files(location)
+
+
+def _damaged_copy(source, tmp_path, name, damage):
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(source, folder)
+    damage(folder)
+    return folder
+
+
+def test_what_a_job_would_find_wrong_is_refused_before_queueing(stored, tmp_path, capsys, tiny_model_dirs):
+    import json
+
+    from mounts import read_only
+
+    source = tiny_model_dirs["llama"]
+    truncated = _damaged_copy(source, tmp_path, "truncated", lambda f: (f / "model.safetensors").write_bytes(
+        (f / "model.safetensors").read_bytes()[:20_000]))
+    no_weights = _damaged_copy(source, tmp_path, "no-weights", lambda f: (f / "model.safetensors").unlink())
+    no_tokenizer = _damaged_copy(source, tmp_path, "no-tokenizer", lambda f: (f / "tokenizer.json").unlink())
+
+    def narrower(folder):
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config | {"intermediate_size": 64}))
+
+    mismatched = _damaged_copy(source, tmp_path, "mismatched", narrower)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    before = _state(stored)
+    at = ["--store", str(stored)]
+    ppm = ["--scorer", "ppm", "--percent", "20"]
+
+    refused(capsys, "prune", "base", *ppm, "--name", "base", *at, says="already has a model named 'base'")
+    refused(capsys, "prune", "base", *ppm, "--out", str(a_file), *at, says=f"--out {a_file} is a file, not a folder")
+    with read_only(locked):
+        refused(capsys, "prune", "base", *ppm, "--out", str(locked / "out"), *at, says=f"{locked} cannot be written")
+    refused(capsys, "prune", str(truncated), *ppm, *at,
+            says=f"{truncated / 'model.safetensors'} is damaged or truncated (")
+    refused(capsys, "prune", str(no_weights), *ppm, *at, says=f"{no_weights} holds no weights")
+    refused(capsys, "models", "import", str(no_tokenizer), *at, says=f"{no_tokenizer} holds no tokenizer")
+    refused(capsys, "eval", str(mismatched), "--tasks", "ppl:wikitext2", *at,
+            says="layers.0.mlp.down_proj.weight has shape [32, 96], but config.json says [32, 64]")
+    refused(capsys, "eval", "base", "--tasks", "arc_easy", "--limit", "2", "--fewshot", "100000", *at,
+            says="arc_easy: 100000 few-shot examples asked, but its few-shot split holds")
+    assert _state(stored) == before
+
+
+def test_a_failed_copy_to_out_fails_the_job_and_leaves_no_partial_copy(stored, tmp_path, capsys):
+    from mounts import small_disk
+
+    with small_disk(tmp_path / "disk", size="64k") as disk:  # room for less than the model's weights
+        out = disk / "out"
+        code, _, err = run(capsys, "prune", "base", "--scorer", "ppm", "--percent", "20", "--out", str(out),
+                           "--store", str(stored))
+        assert code == 2 and err.count("\n") == 1
+        assert "job 2 failed: model 'base-ppm-p20' (run 1) is in the store, but copying it to --out" in err
+        assert "No space left on device" in err
+        assert list(disk.iterdir()) == []  # the half-copied folder went
+    with Store.open(stored, create=False) as store:
+        assert jobs.get_job(store, 2).status == "failed"  # never "done" for work that failed
+        assert queries.get_model(store, "base-ppm-p20").parent_id == 1  # what was made is in the store, whole
+
+
+def test_a_model_folder_deleted_by_hand_is_one_line_and_a_reimport_restores_it(stored, capsys, tiny_model_dirs):
+    import shutil
+
+    at = ["--store", str(stored)]
+    with Store.open(stored, create=False) as store:
+        base = queries.get_model(store, "base")
+        shutil.rmtree(store.model_path(base))
+    before = _state(stored)
+    says = (f"model 'base' (id 1): its folder {stored / 'artifacts' / base.path} is missing: `workbench models rm "
+            f"base` removes its row; or `workbench models import {tiny_model_dirs['llama']}` restores its files")
+    refused(capsys, "prune", "base", "--scorer", "wanda", "--percent", "20", "--samples", "4", "--seq-len", "32",
+            *at, says=says)
+    refused(capsys, "prune", "base", "--scorer", "ppm", "--percent", "20", *at, says=says)
+    refused(capsys, "eval", "base", "--tasks", "ppl:wikitext2", *at, says=says)
+    refused(capsys, "models", "import", str(tiny_model_dirs["llama"]), "--name", "other", *at,
+            says="was imported as 'base', whose folder is missing")
+    assert _state(stored) == before
+
+    code, out, err = run(capsys, "models", "import", str(tiny_model_dirs["llama"]), *at)
+    assert code == 0, err
+    with Store.open(stored, create=False) as store:
+        restored = queries.get_model(store, "base")
+        assert restored.id == base.id and store.model_path(restored).is_dir() and restored.path != base.path
+    code, out, err = run(capsys, "prune", "base", "--scorer", "ppm", "--percent", "20", *at)
+    assert code == 0, err
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    from mounts import read_only
+
+    location = tmp_path / "store"
+    Store.open(location).close()
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    at = ["--store", str(location)]
+    refused(capsys, "export", "runs", "--out", str(folder), *at, says=f"cannot write {folder}: it is a folder")
+    refused(capsys, "export", "evals", "--out", str(tmp_path / "no" / "x.csv"), *at,
+            says=f"cannot write {tmp_path / 'no' / 'x.csv'}: no folder {tmp_path / 'no'}")
+    with read_only(locked):
+        for argv in (["export", "runs"], ["export", "evals", "--format", "json"]):
+            refused(capsys, *argv, "--out", str(locked / "x"), *at,
+                    says=f"cannot write {locked / 'x'}: Permission denied" if os.geteuid() else
+                    f"cannot write {locked / 'x'}: Read-only file system")
+    assert list(folder.iterdir()) == [] and list(locked.iterdir()) == []

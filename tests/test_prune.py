@@ -12,6 +12,7 @@ from conftest import FAMILIES
 from transformers import AutoModelForCausalLM
 
 from store import bitset, queries
+from store.db import Store
 from workbench.cli.main import main
 from workbench.devices import resolve_device
 from workbench.model_io import load_model
@@ -39,7 +40,6 @@ def test_uniform_result_loads_with_plain_transformers(family, tiny_model_dirs, t
     assert report["parameters_after"] == report["parameters_before"] - 3 * 24 * 3 * 32
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     assert plain.config.intermediate_size == 72
-    from store.db import Store
 
     store = Store.open(tmp_path / "s")
     ours = load_model(store.model_path(queries.get_model(store, report["model_id"])), resolve_device("cpu"),
@@ -90,7 +90,6 @@ def test_run_retention_and_lineage_are_recorded(tiny_model_dirs, tmp_path, capsy
     store_dir = tmp_path / "s"
     report = prune_json(store_dir, str(tiny_model_dirs["gemma3_text"]), "--scorer", "wanda", "--expansion", "2",
                         "--divisor", "8", capsys=capsys)
-    from store.db import Store
 
     store = Store.open(store_dir)
     run = queries.run_detail(store, report["run_id"])
@@ -111,7 +110,6 @@ def test_repruning_reuses_the_imported_model_and_cached_statistics(tiny_model_di
     first = prune_json(store_dir, str(tiny_model_dirs["llama"]), "--scorer", "wanda", "--percent", "20", capsys=capsys)
     second = prune_json(store_dir, str(tiny_model_dirs["llama"]), "--scorer", "act_l2", "--percent", "40",
                         capsys=capsys)
-    from store.db import Store
 
     store = Store.open(store_dir)
     assert len(queries.list_models(store)) == 3  # one base, two pruned
@@ -157,7 +155,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tiny_
     (tmp_path / "short.txt").write_text("just a few words")
     args = [a.replace("EMPTY", str(tmp_path / "empty.txt")).replace("SHORT", str(tmp_path / "short.txt")) for a in args]
     store_dir = tmp_path / "s"
-    main(["--store", str(store_dir), "models", "list"])  # an empty store exists before
+    Store.open(store_dir).close()  # an empty store exists before
     before = sorted(p.relative_to(store_dir) for p in store_dir.rglob("*") if "sqlite" not in p.name)
     with pytest.raises(SystemExit) if "invalid choice" in message else _no_raise():
         code = main(["--store", str(store_dir), "prune", str(tiny_model_dirs["llama"]), *args,
@@ -167,8 +165,6 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tiny_
     assert message in err and err.count("\n") == 1, err
     after = sorted(p.relative_to(store_dir) for p in store_dir.rglob("*") if "sqlite" not in p.name)
     assert after == before
-    from store.db import Store
-
     assert queries.list_models(Store.open(store_dir)) == []
 
 

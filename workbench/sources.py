@@ -158,10 +158,27 @@ class ImportRequest:
         return cls(source=data["source"], name=data.get("name"), if_missing=bool(data.get("if_missing")))
 
 
+def lost_files(store: Store, request: ImportRequest) -> ModelInfo | None:
+    """The stored model imported from this source whose folder was deleted by hand: importing the
+    source again restores its files (the row keeps its id, lineage and evaluations)."""
+    source = request.model_source
+    row = queries.model_by_source(store, source.kind, source.ref)
+    if row is None or store.model_path(row).is_dir():
+        return None
+    if request.name not in (None, row.name):
+        raise UserError(
+            f"{request.source} was imported as {row.name!r}, whose folder is missing: import it again without "
+            f"--name to restore its files, or `workbench models rm {row.name}` first"
+        )
+    return row
+
+
 def stored_already(store: Store, request: ImportRequest) -> ModelInfo | None:
     """The model an import would repeat (one with its name, or one imported from its source):
     returned when the request says if_missing (nothing to do), refused otherwise (UserError).
-    None: the import may go ahead."""
+    None: the import may go ahead (also to restore the files of a model that lost them)."""
+    if lost_files(store, request) is not None:
+        return None
     source = request.model_source
     existing = queries.find_model(store, request.model_name) or queries.model_by_source(store, source.kind, source.ref)
     if existing is None or request.if_missing:

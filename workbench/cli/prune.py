@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from workbench.cli.foreground import add_detach_option
-from workbench.errors import UserError
 from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, SCORERS, PruneSpec
 
 EPILOG = """scorers:
@@ -80,11 +79,12 @@ def spec_from(args: argparse.Namespace) -> PruneSpec:
 def run(args: argparse.Namespace) -> int:
     """Runs as a job (see workbench.cli.foreground); the report is the job's result."""
     spec = spec_from(args)
-    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
-        raise UserError(f"--out {args.out} is not empty")
     from workbench.cli.common import open_store, print_json
     from workbench.cli.foreground import run_as_job
-    from workbench.pruning import check_request
+    from workbench.pruning import check_out, check_request
+
+    if args.out is not None:
+        check_out(args.out.absolute())
     from workbench.texts import data_dir
 
     store = open_store(args, create=True)

@@ -7,8 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from workbench.cli.common import open_store, print_json, take_up_queued
-from workbench.errors import UserError
+from workbench.cli.common import open_store, print_json, take_up_queued, write_file
 from workbench.studies.view import StudyView
 from workbench.tabular import Column, Table, plain
 
@@ -125,8 +124,6 @@ def report(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
         return 0
-    if not args.out.parent.is_dir():
-        raise UserError(f"cannot write {args.out}: no folder {args.out.parent}")
-    args.out.write_text(text, encoding="utf-8")
+    write_file(args.out, text)
     print(f"wrote {args.out}")
     return 0

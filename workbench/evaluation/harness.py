@@ -90,9 +90,29 @@ def prepare(spec: EvalSpec, names: list[str], data: Path | None, folder: Path) -
                 f"{name}: the local data has no training split to draw {effective} few-shot examples from; "
                 "use --fewshot 0 or run it without a data folder"
             )
+        if effective > 0:
+            _require_fewshot_docs(name, built.values(), effective)
         generates = any(t.get_config("output_type") == "generate_until" for t in built.values())
         prepared.append(PreparedTask(name, fewshot, generates, task_local))
     return Harness(manager, prepared, version("lm_eval"))
+
+
+def _require_fewshot_docs(name: str, tasks, shots: int) -> None:
+    """lm-eval fails midway ("Sample larger than population") when a task's few-shot split holds
+    fewer examples than asked, one more when that split is the one evaluated (the document itself
+    is left out): refused here instead."""
+    for task in tasks:
+        try:
+            available = len(task.fewshot_docs())
+            split = getattr(getattr(task, "fewshot_cfg", None), "split", None)
+            same = split is not None and split == task.config.test_split
+        except Exception:  # no split to count (examples made by a function): lm-eval's own check stands
+            continue
+        if shots + same > available:
+            raise UserError(
+                f"{name}: {shots} few-shot examples asked, but its few-shot split holds {available} "
+                f"(at most {available - same})"
+            )
 
 
 class RequestCounter(CacheHook):
