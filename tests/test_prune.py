@@ -4,6 +4,9 @@ recorded, and bad input exits 2 with one line and writes nothing."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,10 +57,44 @@ def test_per_layer_result_reloads_exactly_and_says_how_to_load_it(tiny_model_dir
     assert widths == [48, 96, 48]
     ours = load_model(tmp_path / "out", resolve_device("cpu"), torch.float32)
     assert [m.mlp.down_proj.in_features for m in ours.model.layers] == widths
-    with pytest.raises(ValueError, match="trust_remote_code=True"):
-        AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    # Plain transformers (a process without the workbench's classes registered) asks for the flag.
+    plain = ("import sys; from transformers import AutoModelForCausalLM as A\n"
+             "try: A.from_pretrained(sys.argv[1])\nexcept ValueError as e: print(e)")
+    said = subprocess.run([sys.executable, "-c", plain, str(tmp_path / "out")], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=os.environ | {"TRANSFORMERS_VERBOSITY": "error"})
+    assert "trust_remote_code=True" in said.stdout, said
     remote = AutoModelForCausalLM.from_pretrained(tmp_path / "out", trust_remote_code=True).eval()
     assert torch.equal(logits(remote), logits(ours))
+
+
+def test_a_per_layer_model_loads_without_the_custom_code_prompt_and_a_copy_of_it_imports(
+    tiny_model_dirs, tmp_path, capsys
+):
+    store_dir, out = tmp_path / "s", tmp_path / "out"
+    report = prune_json(store_dir, str(tiny_model_dirs["llama"]), "--scorer", "ppm", "--percent", "50",
+                        "--layers", "0,2", "--out", str(out), capsys=capsys)
+    # Pruned again in a process whose input stays open, as a terminal's does: transformers would ask
+    # "Do you wish to run the custom code?" there, and wait 15 s for an answer.
+    waiting, keep_open = os.pipe()
+    try:
+        again = subprocess.run(
+            [sys.executable, "-m", "workbench", "--store", str(store_dir), "prune", report["model_name"],
+             "--scorer", "ppm", "--percent", "10", "--json"], stdin=waiting, capture_output=True, text=True,
+        )  # fmt: skip
+    finally:
+        os.close(waiting)
+        os.close(keep_open)
+    assert again.returncode == 0, again.stderr
+    assert "custom code" not in again.stdout + again.stderr
+    assert [r["original_width"] for r in json.loads(again.stdout)["layers"]] == [48, 96, 48]
+
+    assert main(["--store", str(store_dir), "models", "import", str(out), "--name", "copy"]) == 0
+    capsys.readouterr()
+    store = Store.open(store_dir)
+    copy = queries.get_model(store, "copy")
+    assert list(copy.intermediate_sizes) == [48, 96, 48] and copy.source == "folder"
+    reloaded = load_model(store.model_path(copy), resolve_device("cpu"), torch.float32)
+    assert torch.equal(logits(reloaded), logits(load_model(out, resolve_device("cpu"), torch.float32)))
 
 
 def test_saved_model_gives_the_pruned_models_logits(tiny_model_dirs, tmp_path, capsys, monkeypatch):

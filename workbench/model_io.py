@@ -337,6 +337,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> PreTra
 
 
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    per_layer_widths.register(folder)
     with _quiet_transformers():
         return AutoTokenizer.from_pretrained(folder)
 
@@ -349,6 +350,7 @@ def _load_source(source: ModelSource) -> tuple[PreTrainedModel, PreTrainedTokeni
     with _quiet_transformers():
         if source.kind in ("bundled", "gguf"):
             return _load_gguf(_gguf_path(source))
+        per_layer_widths.register(source.ref)
         tokenizer = AutoTokenizer.from_pretrained(source.ref)
         model = AutoModelForCausalLM.from_pretrained(source.ref, dtype="auto")
         return model.eval(), tokenizer
@@ -359,6 +361,7 @@ def _source_config(source: ModelSource) -> PretrainedConfig:
         if source.kind in ("bundled", "gguf"):
             path = _gguf_path(source)
             return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+        per_layer_widths.register(source.ref)
         return AutoConfig.from_pretrained(source.ref)
 
 
@@ -367,6 +370,7 @@ def _source_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
         if source.kind in ("bundled", "gguf"):
             path = _gguf_path(source)
             return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        per_layer_widths.register(source.ref)
         return AutoTokenizer.from_pretrained(source.ref)
 
 
