@@ -283,3 +283,34 @@ def test_following_a_queued_job_that_nothing_can_run_says_so(tmp_path, capsys):
         assert (code, out) == (2, "")
         assert err == (f"workbench: error: job {queued} is queued and nothing runs it: the store {location} is "
                        "read-only\n")
+
+
+def test_a_model_a_running_or_queued_job_uses_cannot_be_removed(tmp_path, wide_model_dir, capsys):
+    location = tmp_path / "store"
+    with Store.open(location) as store:
+        from workbench.model_io import import_model
+
+        base = import_model(store, str(wide_model_dir), name="base")
+        running = submit(store, "prune", prune_request("base", samples=8192), data_dir=DATA)
+        queued = submit(store, "eval", {"models": [f"job:{running}", str(base.id)], "tasks": ["speed"]})
+    worker = cli(location, "jobs", "work", start_new_session=True)
+    wait_for(location, running, calibrating)
+    folder = Store.open(location).model_path(base)
+    before = sorted(p.name for p in folder.rglob("*"))
+
+    code = main(["--store", str(location), "models", "rm", "base", "--force"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == (f"workbench: error: model 'base' is in use by job {running}, {queued} (queued or running): "
+                   f"`workbench jobs cancel {running}` first, or wait for it to end\n")
+    assert sorted(p.name for p in folder.rglob("*")) == before
+
+    for job in (running, queued):
+        assert main(["--store", str(location), "jobs", "cancel", str(job), "--wait"]) == 0
+    worker.communicate(timeout=LIMIT_S)
+    assert main(["--store", str(location), "models", "rm", "base", "--force"]) == 0
+    capsys.readouterr()
+    assert not folder.exists()
+    with Store.open(location) as store:
+        assert queries.list_models(store) == [] and runs(store) == []
+        assert_clean(store)

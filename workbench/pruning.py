@@ -264,5 +264,6 @@ def _calibration_stats(
         if stats is not None and [len(layer.sum_squares) for layer in stats.layers] == widths:
             return stats
     stats = calibration.capture(model, sequences, progress=progress)
-    stats.save(cache)
+    if cache.parent.parent.is_dir():  # never make again the folder of a model removed meanwhile
+        stats.save(cache)
     return stats
