@@ -197,3 +197,54 @@ def test_an_output_path_that_cannot_be_written_is_one_line_and_leaves_nothing(tm
                     says=f"cannot write {locked / 'x'}: Permission denied" if os.geteuid() else
                     f"cannot write {locked / 'x'}: Read-only file system")
     assert list(folder.iterdir()) == [] and list(locked.iterdir()) == []
+
+
+BAD_NAMES = [
+    ("smollm2", "smollm2 names the bundled SmolLM2-135M-Instruct"),
+    ("SmolLM2", "smollm2 names the bundled SmolLM2-135M-Instruct"),
+    ("two\nlines", "it holds a character that does not print"),
+    ("tab\there", "it holds a character that does not print"),
+    ("a/b", "it holds a path separator"),
+    ("x" * 300, "it has 300 characters, more than 100"),
+    ("job:1", "job:N names the model job N makes"),
+    ("5", "it is a bare number, which names a model by its id"),
+    ("-x", "it begins with neither a letter nor a digit"),
+    ("", None),  # an empty --name is no name: the default is taken
+]
+
+
+def test_names_follow_one_rule_wherever_a_name_is_given(stored, tmp_path, capsys, tiny_model_dirs):
+    source = str(tiny_model_dirs["qwen2"])
+    at = ["--store", str(stored)]
+    before = _state(stored)
+    for name, problem in BAD_NAMES[:-1]:
+        says = f"{name!r} cannot name a model: {problem}"
+        refused(capsys, "models", "import", source, f"--name={name}", *at, says=says)
+        refused(capsys, "prune", "base", "--scorer", "ppm", "--percent", "20", f"--name={name}", *at, says=says)
+        if name.lower() != "smollm2":  # a study shadows no model
+            refused(capsys, "sweep", "base", "--scorers", "ppm", "--percent", "20", "--tasks", "ppl:wikitext2",
+                    f"--name={name}", "--dry-run", *at, says=f"{name!r} cannot name a study: {problem}")
+    assert _state(stored) == before
+
+    numbered = tmp_path / "5"  # a folder whose name would be the model's
+    import shutil
+
+    shutil.copytree(source, numbered)
+    refused(capsys, "models", "import", str(numbered), *at, says="'5', the name")
+    refused(capsys, "prune", str(numbered), "--scorer", "ppm", "--percent", "20", *at,
+            says=f"{numbered} would be stored as '5', which cannot name a model: it is a bare number")
+    assert _state(stored) == before
+    code, out, err = run(capsys, "models", "import", str(numbered), "--name", "five", *at)
+    assert code == 0, err
+
+
+def test_a_model_called_smollm2_from_elsewhere_is_never_taken_for_the_bundled_one(tmp_path, capsys):
+    from store_fixtures import add_model
+
+    location = tmp_path / "store"
+    with Store.open(location) as store:  # made before names were checked: a folder import called smollm2
+        add_model(store, "smollm2", source="folder", source_ref="/models/other")
+    before = _state(location)
+    refused(capsys, "models", "import", "smollm2", "--if-missing", "--store", str(location),
+            says="the store already has a model named 'smollm2': choose another name")
+    assert _state(location) == before

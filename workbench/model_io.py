@@ -37,6 +37,7 @@ from store.tables import Model
 from workbench import per_layer_widths
 from workbench.architecture import count_parameters, facts, glu_mlps
 from workbench.errors import UserError
+from workbench.names import name_problem
 from workbench.progress import Progress
 from workbench.sources import (
     ImportRequest,
@@ -87,14 +88,20 @@ class Target:
             return store.model_path(self.row)
         return Path(self.source.ref) if self.source is not None and self.source.kind == "folder" else None
 
-    def check(self, store: Store) -> tuple[int, list[int]]:
+    def check(self, store: Store, *, named: bool = False) -> tuple[int, list[int]]:
         """Everything a job would find wrong with the model before it computes anything, read from
         configs, tokenizers and the weights files' headers (no weights): a stored model's folder
-        gone, weights missing, truncated or of other shapes than the config says, no tokenizer.
+        gone, weights missing, truncated or of other shapes than the config says, no tokenizer, a
+        source whose default name breaks the name rule (unless `named`: its import names it).
         Returns shape()."""
         folder = self.folder(store)
         if self.row is not None and not folder.is_dir():  # type: ignore[union-attr]
             raise UserError(missing_folder(store, self.row))
+        if self.row is None and self.source is not None and not named:  # imported under its default name
+            name = self.source.default_name
+            if problem := name_problem(name, may_be_smollm2=self.source.kind == "bundled"):
+                raise UserError(f"{self.source.ref} would be stored as {name!r}, which cannot name a model: {problem}; "
+                                f"import it first with `workbench models import {self.source.ref} --name NAME`")
         hidden, widths = self.shape()
         if folder is not None:
             skeleton = self._skeleton().state_dict() if self.row is None else {}
@@ -215,7 +222,7 @@ def check_import(store: Store, request: ImportRequest) -> ModelInfo | None:
     else None. Reads the source's config: a model that is not a GLU model is refused here."""
     existing = stored_already(store, request)
     if existing is None:
-        Target(None, request.model_source).check(store)
+        Target(None, request.model_source).check(store, named=True)  # (the request's name is checked)
     return existing
 
 

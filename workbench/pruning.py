@@ -10,6 +10,7 @@ per-layer retention and the new model in one transaction.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -232,8 +233,8 @@ def default_name(spec: PruneSpec, base: str) -> str:
         parts.append(f"d{spec.divisor}")
     if spec.allocation != "uniform":
         parts.append(spec.allocation)
-    if spec.data_driven:
-        parts.append(Path(spec.calibration_source).stem)  # type: ignore[arg-type]
+    if spec.data_driven:  # a file's stem, made fit for a name (workbench.names)
+        parts.append(re.sub(r"[^\w.+-]+", "-", Path(spec.calibration_source).stem))  # type: ignore[arg-type]
     if spec.layers.strip().lower() not in ("", "all"):
         parts.append(f"L{spec.layers.replace(',', '_')}")
     return "-".join(parts)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import UserError
+from workbench.names import check_name
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class PruneSpec:
         elif self.calibration is not None:
             raise UserError(f"{self.scorer} is a static scorer: it takes no --calibration")
         parse_layers(self.layers, None)
+        if self.name is not None:
+            check_name(self.name)
         return self
 
     @property
