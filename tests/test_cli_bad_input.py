@@ -248,3 +248,33 @@ def test_a_model_called_smollm2_from_elsewhere_is_never_taken_for_the_bundled_on
     refused(capsys, "models", "import", "smollm2", "--if-missing", "--store", str(location),
             says="the store already has a model named 'smollm2': choose another name")
     assert _state(location) == before
+
+
+def test_the_workbench_without_a_terminal_says_so_and_draws_nothing(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    location = tmp_path / "store"
+    Store.open(location).close()
+    before = files(location)
+    screen = tmp_path / "screen"
+    with screen.open("w") as output:  # input from /dev/null, output to a file: no terminal
+        done = subprocess.run([sys.executable, "-m", "workbench", "--store", str(location)], stdin=subprocess.DEVNULL,
+                              stdout=output, stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and screen.read_text() == ""
+    assert done.stderr == ("workbench: error: the terminal workbench needs a terminal: its input and output are not "
+                           "one; run a command instead (`workbench --help` lists them), or `workbench serve` for a "
+                           "browser\n")
+    assert files(location) == before
+
+    # On a terminal it starts (and closing the terminal ends it).
+    terminal = subprocess.Popen([sys.executable, str(Path(__file__).with_name("terminal.py")), str(screen),
+                                 sys.executable, "-m", "workbench", "--store", str(location)])  # fmt: skip
+    deadline = time.monotonic() + 120
+    while b"Models" not in (screen.read_bytes() if screen.exists() else b""):
+        assert terminal.poll() is None and time.monotonic() < deadline, screen.read_bytes()[-2000:]
+        time.sleep(0.2)
+    terminal.kill()
+    terminal.wait()
