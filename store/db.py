@@ -282,11 +282,11 @@ def _locate(location: str | os.PathLike[str] | None) -> _Location:
         if url.drivername == "postgresql":  # the driver the `postgres` extra installs, not SQLAlchemy's default
             url = url.set(drivername="postgresql+psycopg")
         url.get_dialect()  # a dialect SQLAlchemy lacks (a plugin not installed) is refused here
-    except ArgumentError:
-        raise StoreError(f"{text!r} is neither a folder nor a database URL") from None
-    except NoSuchModuleError:
+    except NoSuchModuleError:  # (an ArgumentError too)
         raise StoreError(f"no database dialect {url.drivername!r} is installed for {text.split('://')[0]}:// "
                          "URLs: a store URL is sqlite:///FILE or postgresql://...") from None
+    except ArgumentError:
+        raise StoreError(f"{text!r} is neither a folder nor a database URL") from None
     files = os.environ.get("WORKBENCH_ARTIFACTS")
     if files:
         root = Path(files).expanduser().absolute()

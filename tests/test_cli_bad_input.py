@@ -278,3 +278,68 @@ def test_the_workbench_without_a_terminal_says_so_and_draws_nothing(tmp_path):
         time.sleep(0.2)
     terminal.kill()
     terminal.wait()
+
+
+def test_a_url_store_whose_driver_or_dialect_is_missing_says_what_to_install(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("psycopg") is not None:  # installed here: made missing as an uninstall would
+        monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(tmp_path / "files"))
+    refused(capsys, "models", "list", "--store", "postgresql://me:secret@localhost/workbench",
+            says="a PostgreSQL store needs its driver (psycopg is not installed): "
+                 "pip install width-pruning-workbench[postgres]")
+    refused(capsys, "models", "list", "--store", "nosuchdb://localhost/x",
+            says="no database dialect 'nosuchdb' is installed for nosuchdb:// URLs")
+    assert "secret" not in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_smaller_bad_input_is_one_line_before_anything_is_queued(stored, tmp_path, capsys):
+    import struct
+
+    at = ["--store", str(stored)]
+    before = _state(stored)
+    refused(capsys, "prune", "base", "--scorer", "ppm", "--percent", "99.9", "--allocation", "global", *at,
+            says="with --allocation global every layer keeps at least 10% of its width, but this target keeps 1 of "
+                 "layer 0's 96 (1.0%)")
+    refused(capsys, "prune", "base", "--scorer", "ppm", "--percent", "20", "--layers", "", *at,
+            says="--layers is empty")
+    refused(capsys, "sweep", "base", "--scorers", "ppm", "--percent", "20,,30", "--tasks", "ppl:wikitext2", *at,
+            says="--percent '20,,30' has an empty item")
+    refused(capsys, "eval", "base", "--tasks", "ppl:wikitext2,", *at, says="--tasks 'ppl:wikitext2,' has an empty item")
+
+    garbage = tmp_path / "garbage.gguf"  # a valid magic and version, then noise
+    garbage.write_bytes(b"GGUF" + struct.pack("<I", 3) + bytes(range(256)) * 16)
+    refused(capsys, "prune", str(garbage), "--scorer", "ppm", "--percent", "20", *at,
+            says=f"{garbage} is not a GGUF model transformers can read: its header or metadata is damaged (")
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "mine.yaml").write_text("task: mine\ndataset_path: [unclosed\n")
+    refused(capsys, "eval", "base", "--tasks", "mine", "--include-path", str(tasks), *at,
+            says=f"unknown task 'mine': not a workbench task and not in --include-path {tasks}; "
+                 f"{tasks / 'mine.yaml'} cannot be read: ")
+    assert _state(stored) == before
+
+
+def test_nan_or_infinite_weights_are_refused_naming_the_weight(tmp_path, capsys, tiny_model_dirs):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_model_dirs["llama"], folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["model.layers.1.mlp.up_proj.weight"][3, 5] = float("nan")
+    weights["model.layers.1.mlp.up_proj.weight"][4, 5] = float("inf")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    location = tmp_path / "store"
+    code, out, err = run(capsys, "prune", str(folder), "--scorer", "ppm", "--percent", "20", "--store", str(location))
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert (f"{folder}: weight model.layers.1.mlp.up_proj.weight holds 2 NaN or infinite values: a model with them "
+            "cannot be pruned") in err
+    with Store.open(location, create=False) as store:
+        assert queries.list_models(store) == [] and queries.list_runs(store) == []  # not even imported
+    assert torch.isnan(load_file(folder / "model.safetensors")["model.layers.1.mlp.up_proj.weight"]).any()

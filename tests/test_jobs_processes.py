@@ -314,3 +314,21 @@ def test_a_model_a_running_or_queued_job_uses_cannot_be_removed(tmp_path, wide_m
     with Store.open(location) as store:
         assert queries.list_models(store) == [] and runs(store) == []
         assert_clean(store)
+
+
+def test_sigterm_to_a_foreground_prune_cancels_its_job_as_ctrl_c_does(tmp_path, wide_model_dir):
+    location = tmp_path / "store"
+    Store.open(location).close()
+    prune = cli(location, "prune", str(wide_model_dir), "--scorer", "wanda", "--percent", "25", "--samples", "8192",
+                "--seq-len", "64")
+    job = wait_for(location, 1, calibrating, every_s=0.2)
+    assert job.pid == prune.pid  # the CLI runs its job itself
+    prune.send_signal(signal.SIGTERM)
+    out, err = prune.communicate(timeout=LIMIT_S)
+    assert prune.returncode == 130 and out == ""
+    assert err.strip().splitlines()[-1] == "workbench: error: job 1 cancelled", err
+    with Store.open(location) as store:
+        job = jobs.get_job(store, 1)
+        assert (job.status, job.message) == ("cancelled", "cancelled during calibrate")
+        assert runs(store) == [] and [m.source for m in queries.list_models(store)] == ["folder"]
+        assert_clean(store)

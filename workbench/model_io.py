@@ -112,17 +112,22 @@ class Target:
         return hidden, widths
 
     def load(
-        self, store: Store, device: torch.device, dtype: torch.dtype
+        self, store: Store, device: torch.device, dtype: torch.dtype, *, finite: bool = False
     ) -> tuple[ModelInfo, PreTrainedModel, PreTrainedTokenizerBase]:
         """The stored row, the model on the device in the dtype, and its tokenizer; a source is
-        imported into the store first (and that loaded copy is the one returned)."""
+        imported into the store first (and that loaded copy is the one returned). `finite`: a model
+        with a NaN or infinite weight is refused (UserError naming it), a source before its import."""
         if self.row is not None:
             folder = store.model_path(self.row)
             if not folder.is_dir():
                 raise UserError(missing_folder(store, self.row))
             model = _guarded(self.row.name, lambda: load_model(folder, device, dtype))
+            if finite:
+                require_finite(model, self.row.name)
             return self.row, model, _guarded(self.row.name, lambda: load_tokenizer(folder))
         model, tokenizer = _guarded(self.source, lambda: _load_source(self.source))
+        if finite:
+            require_finite(model, self.source.ref)
         row = save_new_model(
             store, model, tokenizer, name=queries.unique_model_name(store, self.source.default_name),
             source=self.source.kind, source_ref=self.source.ref,
@@ -201,6 +206,17 @@ def _weight_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:
         except Exception as e:  # SafetensorError: a truncated file, a damaged header
             raise UserError(f"{file} is damaged or truncated ({_first_line(e)})") from None
     return shapes
+
+
+@torch.no_grad()
+def require_finite(model: PreTrainedModel, label: str) -> None:
+    """UserError naming the first weight that holds a NaN or an infinity: scores made from it
+    would rank nothing, and the pruned model would be as broken."""
+    for name, weight in model.named_parameters():
+        if not torch.isfinite(weight).all():
+            bad = int((~torch.isfinite(weight)).sum())
+            raise UserError(f"{label}: weight {name} holds {bad} NaN or infinite values: a model with them cannot be "
+                            "pruned")
 
 
 def resolve(store: Store, model: str) -> Target:
@@ -367,9 +383,25 @@ def _source_config(source: ModelSource) -> PretrainedConfig:
     with _quiet_transformers():
         if source.kind in ("bundled", "gguf"):
             path = _gguf_path(source)
-            return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+            try:
+                return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+            except (OSError, ValueError, KeyError, RuntimeError, IndexError) as e:
+                # transformers then tries the file as a JSON config and says that: say what is wrong
+                raise UserError(f"{path} is not a GGUF model transformers can read: {_gguf_trouble(path, e)}") from None
         per_layer_widths.register(source.ref)
         return AutoConfig.from_pretrained(source.ref)
+
+
+def _gguf_trouble(path: Path, error: Exception) -> str:
+    """Why a GGUF file cannot be read, as the gguf package's reader finds it (seconds on a big
+    file, so only once reading it has failed)."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(path)
+    except Exception as e:  # a damaged header or metadata, whatever the reader trips on
+        return f"its header or metadata is damaged ({type(e).__name__}: {_first_line(e)})"
+    return _first_line(error)
 
 
 def _source_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:

@@ -78,7 +78,7 @@ def prune(
     meter = MemoryMeter(device)
     meter.reset()
     progress.stage("load", message=f"loading {spec.model}")
-    base, model, tokenizer = target.load(store, device, dtype)
+    base, model, tokenizer = target.load(store, device, dtype, finite=True)
     run = PruningRun(
         base_model_id=base.id,
         job_id=job_id,

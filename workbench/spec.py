@@ -125,7 +125,9 @@ def parse_layers(spec: str, num_layers: int | None) -> list[int] | None:
     With num_layers given, indices past the last layer are an error.
     """
     text = spec.strip().lower()
-    if text in ("", "all"):
+    if not text:
+        raise UserError("--layers is empty: give all, or indices and ranges such as 0-9,20")
+    if text == "all":
         return None if num_layers is None else list(range(num_layers))
     chosen: set[int] = set()
     for part in text.split(","):
@@ -177,6 +179,14 @@ def planned_widths(spec: PruneSpec, hidden: int, widths: list[int]) -> list[int]
     kept = list(widths)
     for i in selected:
         kept[i] = target_width(spec, widths[i], hidden)
+    if spec.allocation == "global" and (short := [i for i in selected if kept[i] < GLOBAL_FLOOR * widths[i]]):
+        # The floor could not hold: the total it spreads is the uniform one, below every floor.
+        i = short[0]
+        raise UserError(
+            f"with --allocation global every layer keeps at least {GLOBAL_FLOOR:.0%} of its width, but this "
+            f"target keeps {kept[i]} of layer {i}'s {widths[i]} ({kept[i] / widths[i]:.1%}): keep more, or use "
+            "--allocation uniform"
+        )
     return kept
 
 
