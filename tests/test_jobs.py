@@ -227,12 +227,14 @@ def test_jobs_list_show_and_log_read_the_rows(store, capsys):
     assert check(store).clean  # the logs are their jobs', not orphans
 
 
-def test_a_model_that_cannot_fit_fails_its_job_before_loading_and_says_the_numbers(tmp_path, capsys):
+def test_a_model_that_cannot_fit_fails_its_job_before_loading_and_says_the_numbers(tmp_path, capsys, tokenizer):
     from transformers import LlamaConfig
 
-    folder = tmp_path / "huge"  # a config, no weights: over 400 billion parameters in 8 very wide layers
+    folder = tmp_path / "huge"  # over 400 billion parameters in 8 very wide layers, and a tokenizer
     LlamaConfig(hidden_size=16384, intermediate_size=2**20, num_hidden_layers=8, num_attention_heads=128,
                 num_key_value_heads=8, vocab_size=32000).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"")  # weights that are never read: refused before loading
     store_dir = tmp_path / "s"
     code = main(["--store", str(store_dir), "prune", str(folder), "--scorer", "ppm", "--percent", "10"])
     err = capsys.readouterr().err

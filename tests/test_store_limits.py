@@ -47,6 +47,7 @@ WRITING = [
     ["store", "check", "--fix"],
     ["jobs", "retry", "1"],
     ["jobs", "cancel", "1"],
+    ["jobs", "work"],
 ]
 
 

@@ -270,6 +270,8 @@ def work(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M:%S} {line}", flush=True)
 
-    ran = run_worker(open_store(args), follow=args.follow, max_parallel=args.max_parallel, say=say)
+    store = open_store(args)
+    store.require_writable()  # (a worker claims jobs: writes)
+    ran = run_worker(store, follow=args.follow, max_parallel=args.max_parallel, say=say)
     say(f"queue empty after {ran} job{'s' * (ran != 1)}: worker exits")
     return 0
