@@ -22,10 +22,10 @@ import shutil
 import socket
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ import platformdirs
 import psutil
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
@@ -41,6 +41,7 @@ DB_FILE = "workbench.sqlite"
 ARTIFACTS = "artifacts"
 TMP = "tmp"  # artifacts/tmp/<pid>.<token>.<host>: folders being written, not yet in place
 BUSY_TIMEOUT_S = 30
+MIN_FREE_BYTES = 1 << 20  # less free space than this and a store opens read-only: SQLite could not even map its -shm
 MIGRATIONS = Path(__file__).with_name("migrations")
 REVISION_FILE = re.compile(r"(\d{4})_\w+\.py")  # migrations/versions/0003_job_device_memory.py: revision 0003
 _IMMEDIATE = "workbench_begin_immediate"  # execution option the "begin" event reads
@@ -95,6 +96,8 @@ class Store:
     artifacts: Path
     engine: Engine
     url: str  # the database, password hidden
+    read_only: str = ""  # why this process may read this SQLite store and not write it ("" when it may)
+    created: str = ""  # what this open made of a new store folder: "folder" or "database" (see remove_if_unused)
     _writer: Engine = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -104,28 +107,49 @@ class Store:
     def open(cls, location: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
         """The store at a folder or database URL, else $WORKBENCH_STORE, else the user data folder.
 
-        A missing store is created (unless `create` is false) and an older schema upgraded. Anything
-        that is not a store, or a schema newer than this code, is refused with StoreError before a
-        byte of it is written.
+        A missing store is created (unless `create` is false), only in a new or empty folder, and an
+        older schema upgraded. Anything that is not a store, a store whose database is missing or
+        empty beside its artifacts/ (damaged), or a schema newer than this code, is refused with
+        StoreError before a byte of it is written. A SQLite store this process cannot write (a
+        read-only mount, a full disk) opens for reading, and refuses writes in one line.
         """
         where = _locate(location)
+        root_existed = where.root.exists()
         revision = _inspect_sqlite(where, create) if where.db_file is not None else None
-        engine = _engine(where.url)
+        database = where.db_file
+        read_only = _why_read_only(database.parent, database) if database and revision is not None else ""
+        if read_only and revision != head_revision():
+            raise StoreError(
+                f"the store {where.root} {read_only}, and its schema {revision} needs upgrading to "
+                f"{head_revision()}: open it once it can be written"
+            )
+        engine = _engine(where, read_only=bool(read_only))
         try:
-            if where.db_file is None or revision != head_revision():
-                _migrate(where.url, create)
+            if not read_only and (where.db_file is None or revision != head_revision()):
+                _migrate(where, create)
+            artifacts = where.root / ARTIFACTS
+            if not read_only:
+                artifacts.mkdir(parents=True, exist_ok=True)
         except DatabaseError as e:
             engine.dispose()
             raise StoreError(f"cannot open the store database {where.shown}: {e.orig}") from None
+        except OSError as e:
+            engine.dispose()
+            raise StoreError(f"cannot open the store {where.root}: {e.strerror or e}") from None
         except BaseException:
             engine.dispose()
             raise
-        artifacts = where.root / ARTIFACTS
-        artifacts.mkdir(parents=True, exist_ok=True)
-        store = cls(where.root, artifacts, engine, where.shown)
-        from store.jobs import recover  # (store.jobs imports this module)
+        created = "" if revision is not None or where.db_file != where.root / DB_FILE else \
+            "database" if root_existed else "folder"
+        store = cls(where.root, artifacts, engine, where.shown, read_only, created)
+        if not read_only:
+            from store.jobs import recover  # (store.jobs imports this module)
 
-        recover(store)  # jobs whose process died become "interrupted"; one indexed query when none runs
+            # Jobs whose process died become "interrupted"; one indexed query when none runs. A
+            # damaged database still opens, so that `store check` can say what is wrong; the first
+            # query that meets the damage says so (see _explain_errors).
+            with suppress(StoreError):
+                recover(store)
         return store
 
     @property
@@ -136,10 +160,15 @@ class Store:
         """A session for reading (use it as a context manager)."""
         return Session(self.engine)
 
+    def require_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"the store {self.root} {self.read_only}: it can be read, not written")
+
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session whose transaction holds the write lock from its start; commits at the end of
         the block, rolls back on an exception. Rows stay readable after it (no expiry)."""
+        self.require_writable()
         with Session(self._writer, expire_on_commit=False, info={WRITE_SESSION: True}) as session:
             yield session
             session.commit()
@@ -150,6 +179,7 @@ class Store:
         see NewArtifact for the order of steps."""
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", kind) or kind == TMP:
             raise ValueError(f"bad artifact kind {kind!r}")
+        self.require_writable()
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         relpath = f"{kind}/{stamp}-{secrets.token_hex(4)}"
         tmp = self.artifacts / TMP / temp_name()
@@ -166,6 +196,31 @@ class Store:
     def model_path(self, model: HasPath) -> Path:
         """The folder holding a model's files (a Model row or a queries.ModelInfo)."""
         return self.artifacts / model.path
+
+    def remove_if_unused(self) -> bool:
+        """Undo the creation of this store when nothing has used it yet (no row in any table, no
+        file under artifacts/): a command that made the store and then failed on bad input leaves
+        nothing behind. Whether it was removed; the store is closed either way."""
+        if not self.created or self.read_only:
+            self.close()
+            return False
+        with self.write() as session:  # under the write lock: no other process is writing it meanwhile
+            connection = session.connection()
+            tables = [n for n in inspect(connection).get_table_names() if n != "alembic_version"]
+            used = any(connection.exec_driver_sql(f'SELECT 1 FROM "{t}" LIMIT 1').first() for t in tables)
+            files = [p for p in self.artifacts.rglob("*") if not p.is_dir()] if self.artifacts.is_dir() else []
+            if not used and not files:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    (self.root / (DB_FILE + suffix)).unlink(missing_ok=True)
+        self.close()
+        if used or files:
+            return False
+        with suppress(OSError):  # (what another process put there since stays)
+            for folder in [*sorted(self.artifacts.rglob("*"), reverse=True), self.artifacts]:
+                folder.rmdir()
+            if self.created == "folder":
+                self.root.rmdir()
+        return True
 
     def close(self) -> None:
         self.engine.dispose()
@@ -224,6 +279,12 @@ def _locate(location: str | os.PathLike[str] | None) -> _Location:
         return _Location(URL.create("sqlite", database=str(root / DB_FILE)), root, root / DB_FILE)
     try:
         url = make_url(text)
+        if url.drivername == "postgresql":  # the driver the `postgres` extra installs, not SQLAlchemy's default
+            url = url.set(drivername="postgresql+psycopg")
+        url.get_dialect()  # a dialect SQLAlchemy lacks (a plugin not installed) is refused here
+    except NoSuchModuleError:  # (an ArgumentError too)
+        raise StoreError(f"no database dialect {url.drivername!r} is installed for {text.split('://')[0]}:// "
+                         "URLs: a store URL is sqlite:///FILE or postgresql://...") from None
     except ArgumentError:
         raise StoreError(f"{text!r} is neither a folder nor a database URL") from None
     files = os.environ.get("WORKBENCH_ARTIFACTS")
@@ -245,15 +306,21 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
     byte or leaving a -wal/-shm file behind; StoreError when it is not a workbench store."""
     path = where.db_file
     assert path is not None
-    if not path.exists():
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):  # (SQLite reads an empty file as new)
+        _refuse_damaged(where.root, where.shown)
         if not create:
-            raise StoreError(f"no workbench store at {where.root}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+            raise StoreError(f"no workbench store at {where.root if path.parent == where.root else where.shown}")
+        _require_place_for_new_store(where)
+        nearest = next(folder for folder in path.parents if folder.exists())
+        if why := _why_read_only(nearest):
+            raise StoreError(f"cannot create a store at {where.root}: {nearest} {why}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create a store at {where.root}: {e.strerror}") from None
         return None
     if not path.is_file():
         raise StoreError(f"{path} is not a file, so not a workbench store")
-    if path.stat().st_size == 0:
-        return None  # SQLite reads an empty file as an empty database
     # Only SQLite opens the file, never a plain open(): closing any descriptor of it drops every
     # POSIX lock this process holds on it, its open connections' too (a second Store.open in one
     # process), and another process may then take itself for the last user of the WAL and remove
@@ -274,6 +341,8 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
     except sqlite3.DatabaseError as e:
         if "not a database" in str(e):  # SQLite's word for a file without its header
             raise StoreError(f"{path} is not a SQLite database, so not a workbench store") from None
+        if _disk_full(path.parent):
+            raise StoreError(f"the disk holding the store database {path} is full ({e})") from None
         raise StoreError(f"{path} cannot be read as a SQLite database ({e})") from None
     if row is None and tables - {"alembic_version"}:
         raise StoreError(
@@ -283,6 +352,34 @@ def _inspect_sqlite(where: _Location, create: bool) -> str | None:
     revision = row[0] if row else None
     _require_known(revision, str(path))
     return revision
+
+
+def _refuse_damaged(root: Path, database: str) -> None:
+    """A store folder whose database is gone or empty still holds its files: taking it for a new
+    store would call every model folder an orphan (and `store check --fix` would delete them)."""
+    if (root / ARTIFACTS).exists():
+        raise StoreError(
+            f"{root} holds {ARTIFACTS}/ but its database {database} is missing or empty: a damaged store, "
+            "left as it is (restore the database from a backup, or move the folder aside)"
+        )
+
+
+def _require_place_for_new_store(where: _Location) -> None:
+    """A new store goes only in a new folder or an empty one (an empty database file, as a process
+    creating the store at the same moment leaves it, counts as empty), never among other files."""
+    database: set[str] = set()
+    if where.db_file is not None and where.db_file.parent == where.root:
+        database = {where.db_file.name + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    elif where.db_file is not None and not where.db_file.parent.is_dir():  # a SQLite URL's folder is the user's
+        raise StoreError(f"folder {where.db_file.parent} for the database {where.shown} does not exist")
+    if where.root.exists() and not where.root.is_dir():
+        raise StoreError(f"{where.root} is a file, not a folder for the store's files")
+    others = sorted(p.name for p in where.root.iterdir() if p.name not in database) if where.root.is_dir() else []
+    if others:
+        raise StoreError(
+            f"{where.root} is not empty and holds no workbench store (it has {others[0]}"
+            f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}): a new store needs a new or empty folder"
+        )
 
 
 @cache
@@ -312,18 +409,56 @@ def _require_known(revision: str | None, where: str) -> None:
     raise StoreError(f"{where} has schema version {revision!r}, which no workbench knows: not a workbench store")
 
 
-def _engine(url: URL, *, for_migration: bool = False) -> Engine:
+def _why_read_only(folder: Path, db_file: Path | None = None) -> str:
+    """Why this process cannot write in the folder (and the SQLite file there), e.g. make a -wal and
+    -shm beside it ("" when it can): access() says no on a read-only mount, even to root; a full
+    disk cannot take the -shm file SQLite maps (it would fail with "disk I/O error" and leave a stub
+    of one behind)."""
+    if not os.access(folder, os.W_OK) or (db_file is not None and not os.access(db_file, os.W_OK)):
+        return "is read-only"
+    if _disk_full(folder):
+        return "is on a full disk"
+    return ""
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < MIN_FREE_BYTES
+    except OSError:
+        return False
+
+
+def _read_only_connection(db_file: Path) -> sqlite3.Connection:
+    """A connection that writes nothing, not even a -shm file (which a read-only mount refuses):
+    `immutable` when no -wal holds commits the main file lacks, else a plain read-only open."""
+    live = db_file.with_name(db_file.name + "-wal").exists()
+    uri = f"{db_file.as_uri()}?{'mode=ro' if live else 'immutable=1'}"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+def _engine(where: _Location, *, for_migration: bool = False, read_only: bool = False) -> Engine:
     pool: dict[str, Any] = {"poolclass": NullPool} if for_migration else {}
+    url = where.url
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **pool)
-    engine = create_engine(url, **pool)
+        try:
+            engine = create_engine(url, pool_pre_ping=True, **pool)
+        except ModuleNotFoundError as e:
+            raise StoreError(_missing_driver(url, e)) from None
+        _explain_errors(engine, where)
+        return engine
+    if read_only:
+        assert where.db_file is not None
+        engine = create_engine("sqlite://", creator=partial(_read_only_connection, where.db_file), **pool)
+    else:
+        engine = create_engine(url, **pool)
+    _explain_errors(engine, where)
 
     @event.listens_for(engine, "connect")
     def set_up(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # `begin` below emits BEGIN, not the driver
         for pragma in (
             f"busy_timeout = {BUSY_TIMEOUT_S * 1000}",  # first: the next one may wait on a lock
-            "journal_mode = WAL",  # readers never block the writer, nor it them
+            *([] if read_only else ["journal_mode = WAL"]),  # readers never block the writer, nor it them
             "synchronous = NORMAL",  # with WAL a power cut may lose the last commits, not consistency
             # A batch migration rebuilds tables, which trips the checks midway; _migrate runs
             # foreign_key_check before its commit instead.
@@ -339,11 +474,49 @@ def _engine(url: URL, *, for_migration: bool = False) -> Engine:
     return engine
 
 
-def _migrate(url: URL, create: bool) -> None:
+# What SQLite says when a store's database is damaged, or is not at the schema this code reads.
+_DAMAGE = ("malformed", "file is not a database", "disk i/o error")
+_UNLIKE_SCHEMA = ("no such table", "no such column")
+
+
+def _explain_errors(engine: Engine, where: _Location) -> None:
+    """Turn the database errors that mean the store is damaged, read-only or out of space into one
+    line (StoreError) wherever they arise: in any command, the TUI or a job."""
+
+    @event.listens_for(engine, "handle_error")
+    def explain(context: Any) -> StoreError | None:
+        error = context.original_exception
+        said = str(error).lower()
+        if "readonly database" in said or "read-only" in said:
+            return StoreError(f"the store {where.root} is read-only: it can be read, not written")
+        if "disk is full" in said or "no space left" in said or (
+            "disk i/o error" in said and _disk_full(where.db_file.parent if where.db_file else where.root)
+        ):
+            return StoreError(f"the disk holding the store database {where.shown} is full ({error})")
+        if any(word in said for word in _DAMAGE):
+            return StoreError(
+                f"the store database {where.shown} is damaged ({error}): `workbench store check` reports what"
+            )
+        if any(word in said for word in _UNLIKE_SCHEMA):
+            return StoreError(
+                f"the store database {where.shown} lacks part of the workbench schema ({error}): "
+                "`workbench store check` reports what"
+            )
+        return None
+
+
+def _missing_driver(url: URL, error: ModuleNotFoundError) -> str:
+    if url.get_backend_name() == "postgresql":
+        return (f"a PostgreSQL store needs its driver ({error.name} is not installed): "
+                "pip install width-pruning-workbench[postgres]")
+    return f"the database driver for {url.drivername} is not installed (no module {error.name!r}): install it"
+
+
+def _migrate(where: _Location, create: bool) -> None:
     """Bring the schema to head in one transaction holding the write lock, so that processes
     opening a new store at once take turns instead of each creating the tables."""
-    engine = _engine(url, for_migration=True)
-    shown = url.render_as_string(hide_password=True)
+    engine = _engine(where, for_migration=True)
+    shown = where.url.render_as_string(hide_password=True)
     try:
         with engine.connect() as connection:
             connection.execution_options(**{_IMMEDIATE: True})
@@ -359,8 +532,10 @@ def _migrate(url: URL, create: bool) -> None:
                             f"{shown} holds tables of its own and no workbench schema version: "
                             "not a workbench store"
                         )
+                    _refuse_damaged(where.root, shown)
                     if not create:
                         raise StoreError(f"no workbench store at {shown}")
+                    _require_place_for_new_store(where)
                 from alembic import command  # here only: a store at head never loads Alembic
                 from alembic.config import Config
 

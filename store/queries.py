@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, Result, Select, String, cast, delete, func, or_, select, update
@@ -26,7 +27,7 @@ from sqlmodel import Session
 
 from store import bitset
 from store.db import WRITE_SESSION, NotFoundError, Store, StoreError
-from store.tables import Evaluation, LayerRetention, Model, PruningRun, Study, StudyItem
+from store.tables import Evaluation, Job, LayerRetention, Model, PruningRun, Study, StudyItem
 
 Source = Store | Session
 
@@ -613,6 +614,12 @@ def remove_model(store: Store, ref: str | int, *, force: bool = False) -> Remova
     """
     with store.write() as session:
         model = get_model(session, ref)
+        if busy := jobs_using(session, model):
+            ids = ", ".join(map(str, busy))
+            raise StoreError(
+                f"model {model.name!r} is in use by job {ids} (queued or running): `workbench jobs cancel "
+                f"{busy[0]}` first, or wait for it to end"
+            )
         made_by = tuple(session.scalars(select(PruningRun.id).where(PruningRun.result_model_id == model.id)))
         pruned_by = tuple(session.scalars(select(PruningRun.id).where(PruningRun.base_model_id == model.id)))
         evals = session.scalar(select(func.count(Evaluation.id)).where(Evaluation.model_id == model.id)) or 0
@@ -640,6 +647,30 @@ def remove_model(store: Store, ref: str | int, *, force: bool = False) -> Remova
     if removed:
         shutil.rmtree(folder)
     return Removal(model, removed, pruned_by, made_by, evals, kids)
+
+
+def jobs_using(session: Session, model: ModelInfo) -> list[int]:
+    """The queued or running jobs whose request names this model: by name, id, the source it was
+    imported from, or `job:N` for the job that made it."""
+    using = []
+    live = select(Job.id, Job.spec).where(Job.status.in_(("queued", "running"))).order_by(Job.id)
+    for id_, spec in session.execute(live).all():
+        request = (spec or {}).get("request", {})
+        refs = [str(r) for r in (request.get("model"), request.get("source"), *(request.get("models") or [])) if r]
+        if any(_names(session, ref, spec.get("cwd") or "/", model) for ref in refs):
+            using.append(id_)
+    return using
+
+
+def _names(session: Session, ref: str, cwd: str, model: ModelInfo) -> bool:
+    if ref in (model.name, str(model.id)):
+        return True
+    if model.source_ref and model.source_ref in (ref, PurePath(cwd, ref).as_posix()):  # a path, as the job reads it
+        return True
+    if ref.startswith("job:") and ref[4:].isdigit():
+        result = session.scalar(select(Job.result).where(Job.id == int(ref[4:]), Job.status == "done"))
+        return isinstance(result, dict) and result.get("model_id") == model.id
+    return False
 
 
 def _dependants(made_by: Sequence[int], pruned_by: Sequence[int], evals: int, kids: Sequence[str]) -> str:

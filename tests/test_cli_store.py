@@ -7,9 +7,10 @@ import io
 import json
 
 import pytest
-from store_fixtures import add_model, add_pruned, eval_row
+from store_fixtures import add_model, add_pruned, eval_row, snapshot
 
 from store import queries
+from store.db import Store
 from workbench.cli.main import main
 
 
@@ -129,3 +130,50 @@ def test_store_check_exit_status_and_fix(filled, capsys):
     assert code == 1 and report["clean"] is False and report["orphans"] == ["models/orphan"]
     code, out, _ = run(capsys, "store", "check", "--fix", "--store", str(filled.root))
     assert code == 0 and out.splitlines() == ["removed orphan artifacts/models/orphan", f"store {filled.root}: clean"]
+
+
+READING = [
+    ["models", "list"],
+    ["models", "show", "x"],
+    ["runs", "list"],
+    ["jobs", "list"],
+    ["study", "list"],
+    ["export", "runs"],
+    ["compare", "a", "b"],
+    ["store", "check"],
+    ["store", "check", "--fix"],
+]
+
+
+@pytest.mark.parametrize("place", ["missing", "unrelated"])
+def test_reading_commands_never_create_a_store(tmp_path, capsys, place):
+    folder = tmp_path / "typo"
+    if place == "unrelated":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    for argv in READING:
+        code, out, err = run(capsys, *argv, "--store", str(folder))
+        assert (code, out, err) == (2, "", f"workbench: error: no workbench store at {folder}\n"), argv
+        assert snapshot(tmp_path) == before and folder.exists() == (place == "unrelated")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ([] if place == "missing" else ["notes.txt", "typo"])
+
+
+def test_a_writing_command_creates_a_store_only_in_a_new_or_empty_folder(tmp_path, capsys, tiny_model_dirs):
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "notes.txt").write_text("mine\n")
+    source = str(tiny_model_dirs["llama"])
+    code, out, err = run(capsys, "models", "import", source, "--detach", "--store", str(unrelated))
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert err == (f"workbench: error: {unrelated} is not empty and holds no workbench store (it has notes.txt): "
+                   "a new store needs a new or empty folder\n")
+    assert [p.name for p in unrelated.iterdir()] == ["notes.txt"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run(capsys, "prune", source, "--scorer", "ppm", "--percent", "20", "--store", str(empty))
+    assert code == 0, err
+    assert {"artifacts", "workbench.sqlite"} <= {p.name for p in empty.iterdir()}
+    names = sorted(m.name for m in queries.list_models(Store.open(empty, create=False)))
+    assert names == ["tiny-llama0", "tiny-llama0-ppm-p20"]

@@ -222,7 +222,7 @@ def test_chat_template_auto_is_on_for_generation_by_instruct_models_only(tmp_pat
     ("args", "message"),
     [
         (["--tasks", "nope"], "unknown task 'nope'"),
-        (["--tasks", ","], "name at least one task"),
+        (["--tasks", ","], "--tasks ',' has an empty item"),
         (["--tasks", "arc_easy,arc_easy"], "named twice"),
         (["--tasks", "arc_easy", "--limit", "0"], "the limit must be"),
         (["--tasks", "arc_easy", "--limit", "2.5"], "whole number"),

@@ -25,7 +25,7 @@ from store.db import Store, host_name
 from store.tables import Job, utcnow
 from workbench.cli.main import main
 from workbench.errors import UserError
-from workbench.jobs import submit
+from workbench.jobs import submit, worker_running
 from workbench.spec import PruneSpec
 
 
@@ -203,30 +203,38 @@ def test_jobs_list_show_and_log_read_the_rows(store, capsys):
     jobs.finish(store, done, "done", "done", result={"run_id": 7, "model_name": "small", "model_id": 3})
     root = str(store.root)
 
-    assert main(["--store", root, "jobs", "list", "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
-    assert [(j["id"], j["status"]) for j in listed] == [(queued, "queued"), (done, "done")]
-    assert listed[1]["device"] == "cpu" and listed[1]["result"]["run_id"] == 7
-    assert main(["--store", root, "jobs", "list"]) == 0
-    text = capsys.readouterr().out
-    assert "some-model ppm 25%" in text and "3.0 MiB" in text
-    assert "1 queued, and no job process runs" in text
-    assert main(["--store", root, "jobs", "show", str(done)]) == 0
-    text = capsys.readouterr().out
-    assert "run 7, model 'small' (id 3)" in text and "job-1.log" in text
     assert main(["--store", root, "jobs", "log", str(done)]) == 0
     assert capsys.readouterr().out == "line one\nline two\n"
     assert main(["--store", root, "jobs", "log", str(queued)]) == 2
     assert "has no log yet" in capsys.readouterr().err
-    assert check(store).clean  # the log is its job's, not an orphan
+    assert main(["--store", root, "jobs", "list", "--json"]) == 0
+    out, err = capsys.readouterr()
+    listed = json.loads(out)
+    assert [(j["id"], j["status"]) for j in listed] == [(queued, "queued"), (done, "done")]
+    assert listed[1]["device"] == "cpu" and listed[1]["result"]["run_id"] == 7
+    # Queued, and no job process ran: listing started one (its job fails: there is no some-model).
+    assert err == f"started a job process for the queued jobs (its output: {store.root / 'worker.log'})\n"
+    deadline = time.monotonic() + 120
+    while not jobs.get_job(store, queued).finished or worker_running(store):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert main(["--store", root, "jobs", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert "some-model ppm 25%" in out and "3.0 MiB" in out and err == ""
+    assert main(["--store", root, "jobs", "show", str(done)]) == 0
+    text = capsys.readouterr().out
+    assert "run 7, model 'small' (id 3)" in text and "job-1.log" in text
+    assert check(store).clean  # the logs are their jobs', not orphans
 
 
-def test_a_model_that_cannot_fit_fails_its_job_before_loading_and_says_the_numbers(tmp_path, capsys):
+def test_a_model_that_cannot_fit_fails_its_job_before_loading_and_says_the_numbers(tmp_path, capsys, tokenizer):
     from transformers import LlamaConfig
 
-    folder = tmp_path / "huge"  # a config, no weights: over 400 billion parameters in 8 very wide layers
+    folder = tmp_path / "huge"  # over 400 billion parameters in 8 very wide layers, and a tokenizer
     LlamaConfig(hidden_size=16384, intermediate_size=2**20, num_hidden_layers=8, num_attention_heads=128,
                 num_key_value_heads=8, vocab_size=32000).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"")  # weights that are never read: refused before loading
     store_dir = tmp_path / "s"
     code = main(["--store", str(store_dir), "prune", str(folder), "--scorer", "ppm", "--percent", "10"])
     err = capsys.readouterr().err

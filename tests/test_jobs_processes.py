@@ -233,3 +233,106 @@ def test_a_foreground_prune_waits_while_the_host_is_busy_and_ctrl_c_cancels_its_
         time.sleep(0.1)
     jobs.finish(store, busy, "done", "done")
     assert runs(store) == [] and queries.list_models(store) == []
+
+
+@pytest.mark.parametrize("reader", ["jobs list", "jobs log --follow"])
+def test_work_queued_behind_a_killed_worker_is_taken_up_by_the_next_command_that_reads_jobs(
+    tmp_path, wide_model_dir, reader
+):
+    location = tmp_path / "store"
+    with Store.open(location) as store:
+        first = submit(store, "prune", prune_request(wide_model_dir, samples=8192), data_dir=DATA)
+    worker = cli(location, "jobs", "work", start_new_session=True)
+    wait_for(location, first, calibrating)
+    with Store.open(location) as store:
+        second = submit(store, "prune", prune_request(wide_model_dir, 0, "ppm"), data_dir=DATA)
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker and its job process, as `kill -9 -PGID` does
+    worker.communicate()
+    with Store.open(location) as store:
+        assert not worker_running(store) and jobs.get_job(store, second).status == "queued"
+
+    if reader == "jobs list":
+        reading = cli(location, "jobs", "list")
+        out, err = reading.communicate(timeout=LIMIT_S)
+        assert reading.returncode == 0 and f"\n {second}  prune  queued" in out
+        assert err == f"started a job process for the queued jobs (its output: {location / 'worker.log'})\n"
+        job = wait_for(location, second, lambda j: j.finished, every_s=0.5)
+    else:
+        follow = cli(location, "jobs", "log", str(second), "--follow")
+        out, err = follow.communicate(timeout=LIMIT_S)
+        assert follow.returncode == 0, err
+        assert err == f"job {second} is queued and no job process ran: started one\n"
+        assert "outcome: done" in out
+        job = jobs.get_job(Store.open(location), second)
+    assert job.status == "done", job.error
+    with Store.open(location) as store:
+        assert jobs.get_job(store, first).status == "interrupted"
+        assert [r.job_id for r in runs(store)] == [second]
+        deadline = time.monotonic() + LIMIT_S
+        while worker_running(store):  # the worker it started leaves once the queue is empty
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert_clean(store)
+
+
+def test_following_a_queued_job_that_nothing_can_run_says_so(tmp_path, capsys):
+    from mounts import read_only
+
+    location = tmp_path / "store"
+    with Store.open(location) as store:
+        queued = submit(store, "prune", prune_request("base", 0, "ppm"))
+    with read_only(location):
+        code = main(["--store", str(location), "jobs", "log", str(queued), "--follow"])
+        out, err = capsys.readouterr()
+        assert (code, out) == (2, "")
+        assert err == (f"workbench: error: job {queued} is queued and nothing runs it: the store {location} is "
+                       "read-only\n")
+
+
+def test_a_model_a_running_or_queued_job_uses_cannot_be_removed(tmp_path, wide_model_dir, capsys):
+    location = tmp_path / "store"
+    with Store.open(location) as store:
+        from workbench.model_io import import_model
+
+        base = import_model(store, str(wide_model_dir), name="base")
+        running = submit(store, "prune", prune_request("base", samples=8192), data_dir=DATA)
+        queued = submit(store, "eval", {"models": [f"job:{running}", str(base.id)], "tasks": ["speed"]})
+    worker = cli(location, "jobs", "work", start_new_session=True)
+    wait_for(location, running, calibrating)
+    folder = Store.open(location).model_path(base)
+    before = sorted(p.name for p in folder.rglob("*"))
+
+    code = main(["--store", str(location), "models", "rm", "base", "--force"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == (f"workbench: error: model 'base' is in use by job {running}, {queued} (queued or running): "
+                   f"`workbench jobs cancel {running}` first, or wait for it to end\n")
+    assert sorted(p.name for p in folder.rglob("*")) == before
+
+    for job in (running, queued):
+        assert main(["--store", str(location), "jobs", "cancel", str(job), "--wait"]) == 0
+    worker.communicate(timeout=LIMIT_S)
+    assert main(["--store", str(location), "models", "rm", "base", "--force"]) == 0
+    capsys.readouterr()
+    assert not folder.exists()
+    with Store.open(location) as store:
+        assert queries.list_models(store) == [] and runs(store) == []
+        assert_clean(store)
+
+
+def test_sigterm_to_a_foreground_prune_cancels_its_job_as_ctrl_c_does(tmp_path, wide_model_dir):
+    location = tmp_path / "store"
+    Store.open(location).close()
+    prune = cli(location, "prune", str(wide_model_dir), "--scorer", "wanda", "--percent", "25", "--samples", "8192",
+                "--seq-len", "64")
+    job = wait_for(location, 1, calibrating, every_s=0.2)
+    assert job.pid == prune.pid  # the CLI runs its job itself
+    prune.send_signal(signal.SIGTERM)
+    out, err = prune.communicate(timeout=LIMIT_S)
+    assert prune.returncode == 130 and out == ""
+    assert err.strip().splitlines()[-1] == "workbench: error: job 1 cancelled", err
+    with Store.open(location) as store:
+        job = jobs.get_job(store, 1)
+        assert (job.status, job.message) == ("cancelled", "cancelled during calibrate")
+        assert runs(store) == [] and [m.source for m in queries.list_models(store)] == ["folder"]
+        assert_clean(store)

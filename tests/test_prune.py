@@ -4,6 +4,9 @@ recorded, and bad input exits 2 with one line and writes nothing."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from conftest import FAMILIES
 from transformers import AutoModelForCausalLM
 
 from store import bitset, queries
+from store.db import Store
 from workbench.cli.main import main
 from workbench.devices import resolve_device
 from workbench.model_io import load_model
@@ -39,7 +43,6 @@ def test_uniform_result_loads_with_plain_transformers(family, tiny_model_dirs, t
     assert report["parameters_after"] == report["parameters_before"] - 3 * 24 * 3 * 32
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     assert plain.config.intermediate_size == 72
-    from store.db import Store
 
     store = Store.open(tmp_path / "s")
     ours = load_model(store.model_path(queries.get_model(store, report["model_id"])), resolve_device("cpu"),
@@ -54,10 +57,44 @@ def test_per_layer_result_reloads_exactly_and_says_how_to_load_it(tiny_model_dir
     assert widths == [48, 96, 48]
     ours = load_model(tmp_path / "out", resolve_device("cpu"), torch.float32)
     assert [m.mlp.down_proj.in_features for m in ours.model.layers] == widths
-    with pytest.raises(ValueError, match="trust_remote_code=True"):
-        AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    # Plain transformers (a process without the workbench's classes registered) asks for the flag.
+    plain = ("import sys; from transformers import AutoModelForCausalLM as A\n"
+             "try: A.from_pretrained(sys.argv[1])\nexcept ValueError as e: print(e)")
+    said = subprocess.run([sys.executable, "-c", plain, str(tmp_path / "out")], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=os.environ | {"TRANSFORMERS_VERBOSITY": "error"})
+    assert "trust_remote_code=True" in said.stdout, said
     remote = AutoModelForCausalLM.from_pretrained(tmp_path / "out", trust_remote_code=True).eval()
     assert torch.equal(logits(remote), logits(ours))
+
+
+def test_a_per_layer_model_loads_without_the_custom_code_prompt_and_a_copy_of_it_imports(
+    tiny_model_dirs, tmp_path, capsys
+):
+    store_dir, out = tmp_path / "s", tmp_path / "out"
+    report = prune_json(store_dir, str(tiny_model_dirs["llama"]), "--scorer", "ppm", "--percent", "50",
+                        "--layers", "0,2", "--out", str(out), capsys=capsys)
+    # Pruned again in a process whose input stays open, as a terminal's does: transformers would ask
+    # "Do you wish to run the custom code?" there, and wait 15 s for an answer.
+    waiting, keep_open = os.pipe()
+    try:
+        again = subprocess.run(
+            [sys.executable, "-m", "workbench", "--store", str(store_dir), "prune", report["model_name"],
+             "--scorer", "ppm", "--percent", "10", "--json"], stdin=waiting, capture_output=True, text=True,
+        )  # fmt: skip
+    finally:
+        os.close(waiting)
+        os.close(keep_open)
+    assert again.returncode == 0, again.stderr
+    assert "custom code" not in again.stdout + again.stderr
+    assert [r["original_width"] for r in json.loads(again.stdout)["layers"]] == [48, 96, 48]
+
+    assert main(["--store", str(store_dir), "models", "import", str(out), "--name", "copy"]) == 0
+    capsys.readouterr()
+    store = Store.open(store_dir)
+    copy = queries.get_model(store, "copy")
+    assert list(copy.intermediate_sizes) == [48, 96, 48] and copy.source == "folder"
+    reloaded = load_model(store.model_path(copy), resolve_device("cpu"), torch.float32)
+    assert torch.equal(logits(reloaded), logits(load_model(out, resolve_device("cpu"), torch.float32)))
 
 
 def test_saved_model_gives_the_pruned_models_logits(tiny_model_dirs, tmp_path, capsys, monkeypatch):
@@ -90,7 +127,6 @@ def test_run_retention_and_lineage_are_recorded(tiny_model_dirs, tmp_path, capsy
     store_dir = tmp_path / "s"
     report = prune_json(store_dir, str(tiny_model_dirs["gemma3_text"]), "--scorer", "wanda", "--expansion", "2",
                         "--divisor", "8", capsys=capsys)
-    from store.db import Store
 
     store = Store.open(store_dir)
     run = queries.run_detail(store, report["run_id"])
@@ -111,7 +147,6 @@ def test_repruning_reuses_the_imported_model_and_cached_statistics(tiny_model_di
     first = prune_json(store_dir, str(tiny_model_dirs["llama"]), "--scorer", "wanda", "--percent", "20", capsys=capsys)
     second = prune_json(store_dir, str(tiny_model_dirs["llama"]), "--scorer", "act_l2", "--percent", "40",
                         capsys=capsys)
-    from store.db import Store
 
     store = Store.open(store_dir)
     assert len(queries.list_models(store)) == 3  # one base, two pruned
@@ -157,7 +192,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tiny_
     (tmp_path / "short.txt").write_text("just a few words")
     args = [a.replace("EMPTY", str(tmp_path / "empty.txt")).replace("SHORT", str(tmp_path / "short.txt")) for a in args]
     store_dir = tmp_path / "s"
-    main(["--store", str(store_dir), "models", "list"])  # an empty store exists before
+    Store.open(store_dir).close()  # an empty store exists before
     before = sorted(p.relative_to(store_dir) for p in store_dir.rglob("*") if "sqlite" not in p.name)
     with pytest.raises(SystemExit) if "invalid choice" in message else _no_raise():
         code = main(["--store", str(store_dir), "prune", str(tiny_model_dirs["llama"]), *args,
@@ -167,8 +202,6 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tiny_
     assert message in err and err.count("\n") == 1, err
     after = sorted(p.relative_to(store_dir) for p in store_dir.rglob("*") if "sqlite" not in p.name)
     assert after == before
-    from store.db import Store
-
     assert queries.list_models(Store.open(store_dir)) == []
 
 

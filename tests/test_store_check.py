@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 import sqlite3
 
-from store_fixtures import add_model
+import pytest
+from store_fixtures import add_model, add_pruned, snapshot
 
 from store import queries
 from store.check import check
-from store.db import DB_FILE, temp_name
+from store.db import DB_FILE, Store, StoreError, temp_name
 from store.tables import Job
+from workbench.cli.main import main
 
 
 def test_a_fresh_store_and_one_with_models_are_clean(store):
@@ -71,3 +73,91 @@ def test_a_broken_reference_is_reported(store):
     connection.commit()
     connection.close()
     assert check(store).foreign_keys == ("model row 1 points at a missing model",)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_store_whose_database_is_gone_or_empty_is_damaged_and_fix_touches_nothing(store, damage, capsys):
+    add_model(store, "kept")
+    store.close()
+    database = store.root / DB_FILE
+    if damage == "deleted":
+        database.unlink()
+    else:
+        database.write_bytes(b"")
+    before = snapshot(store.root)
+
+    for argv in (["store", "check", "--fix"], ["store", "check"], ["models", "list"]):
+        code = main([*argv, "--store", str(store.root)])
+        out, err = capsys.readouterr()
+        assert (code, out) == (2, "") and err.count("\n") == 1
+        assert err.startswith(f"workbench: error: {store.root} holds artifacts/ but its database")
+        assert "damaged store" in err
+        assert snapshot(store.root) == before  # the model's weights are all still there
+    with pytest.raises(StoreError, match="damaged store"):  # a writer may not take it for a new store either
+        Store.open(store.root)
+    assert snapshot(store.root) == before and sorted(p.name for p in store.root.iterdir()) == sorted(
+        ["artifacts"] + ([DB_FILE] if damage == "truncated" else [])
+    )
+
+
+def _root_page(store, table):
+    connection = sqlite3.connect(store.root / DB_FILE)
+    page = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+    connection.close()
+    return page, page_size
+
+
+def test_a_corrupted_page_is_reported_by_check_and_is_one_line_elsewhere(store, capsys):
+    for i in range(3):
+        add_pruned(store, add_model(store, f"m{i}"), f"m{i}-pruned")
+    (store.artifacts / "models" / "orphan").mkdir()
+    page, page_size = _root_page(store, "model")
+    store.close()
+    with open(store.root / DB_FILE, "r+b") as database:  # the model table's page: a header no SQLite wrote
+        database.seek((page - 1) * page_size)
+        database.write(b"\x0d\x00\x00\x00\x09\xff\xff\x00" + bytes(range(200)))
+    database_bytes, files = (store.root / DB_FILE).read_bytes(), snapshot(store.artifacts)
+
+    code = main(["models", "list", "--store", str(store.root)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == (f"workbench: error: the store database {store.root / DB_FILE} is damaged (database disk image is "
+                   "malformed): `workbench store check` reports what\n")
+
+    code = main(["store", "check", "--fix", "--store", str(store.root)])
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert code == 1 and err == ""
+    assert f"integrity: Page {page}: free space corruption" in lines
+    assert "integrity: cannot read the models and jobs: database disk image is malformed" in lines
+    assert not any(line.startswith("removed") for line in lines)
+    assert lines[-1].startswith(f"store {store.root}: ") and lines[-1].endswith(" problems")
+    assert (store.root / DB_FILE).read_bytes() == database_bytes and snapshot(store.artifacts) == files
+
+
+def test_a_dropped_table_is_a_schema_problem_and_fix_keeps_the_orphans(store, capsys):
+    add_pruned(store, add_model(store, "base"), "pruned")
+    (store.artifacts / "models" / "orphan").mkdir()
+    connection = sqlite3.connect(store.root / DB_FILE)
+    connection.execute("DROP TABLE layerretention")
+    connection.commit()
+    connection.close()
+    files = snapshot(store.artifacts)
+
+    code = main(["runs", "show", "1", "--store", str(store.root)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert "lacks part of the workbench schema (no such table: layerretention)" in err
+
+    code = main(["store", "check", "--fix", "--store", str(store.root)])
+    out, err = capsys.readouterr()
+    assert (code, err) == (1, "")
+    assert out.splitlines() == [
+        "schema: table layerretention is missing",
+        "schema: index ix_layerretention_run_layer on layerretention is missing",
+        "orphan: artifacts/models/orphan",
+        f"store {store.root}: 3 problems; orphans are kept while the database is damaged (restore it from a backup "
+        "first)",
+    ]
+    assert (store.artifacts / "models" / "orphan").is_dir() and snapshot(store.artifacts) == files

@@ -34,6 +34,12 @@ def test_the_location_comes_from_the_argument_else_the_environment(tmp_path, mon
 
 def test_a_database_url_keeps_its_files_where_workbench_artifacts_says(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(tmp_path / "files"))
+    with pytest.raises(StoreError) as refused:  # a URL's folder is not made behind the user's back
+        Store.open(f"sqlite:///{tmp_path / 'db' / 'wb.sqlite'}")
+    database = tmp_path / "db" / "wb.sqlite"
+    assert str(refused.value) == f"folder {database.parent} for the database {database} does not exist"
+    assert sorted(tmp_path.iterdir()) == []
+    (tmp_path / "db").mkdir()
     with Store.open(f"sqlite:///{tmp_path / 'db' / 'wb.sqlite'}") as store:
         add_model(store, "m")
         assert (tmp_path / "db" / "wb.sqlite").is_file()

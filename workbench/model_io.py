@@ -10,13 +10,17 @@ every later load is a fast safetensors load.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError, safe_open
+from sqlalchemy import select, update
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -33,6 +37,7 @@ from store.tables import Model
 from workbench import per_layer_widths
 from workbench.architecture import count_parameters, facts, glu_mlps
 from workbench.errors import UserError
+from workbench.names import name_problem
 from workbench.progress import Progress
 from workbench.sources import (
     ImportRequest,
@@ -41,6 +46,7 @@ from workbench.sources import (
     classify,
     job_model,
     job_reference,
+    lost_files,
     stored_already,
 )
 
@@ -72,18 +78,56 @@ class Target:
 
     def tokenizer(self, store: Store) -> PreTrainedTokenizerBase:
         if self.row is not None:
-            return load_tokenizer(store.model_path(self.row))
+            folder = self.folder(store)
+            return _guarded(self.row.name, lambda: load_tokenizer(folder))
         return _guarded(self.source, lambda: _source_tokenizer(self.source))
 
+    def folder(self, store: Store) -> Path | None:
+        """Where its files are: the stored model's folder, a local source folder; None for others."""
+        if self.row is not None:
+            return store.model_path(self.row)
+        return Path(self.source.ref) if self.source is not None and self.source.kind == "folder" else None
+
+    def check(self, store: Store, *, named: bool = False) -> tuple[int, list[int]]:
+        """Everything a job would find wrong with the model before it computes anything, read from
+        configs, tokenizers and the weights files' headers (no weights): a stored model's folder
+        gone, weights missing, truncated or of other shapes than the config says, no tokenizer, a
+        source whose default name breaks the name rule (unless `named`: its import names it).
+        Returns shape()."""
+        folder = self.folder(store)
+        if self.row is not None and not folder.is_dir():  # type: ignore[union-attr]
+            raise UserError(missing_folder(store, self.row))
+        if self.row is None and self.source is not None and not named:  # imported under its default name
+            name = self.source.default_name
+            if problem := name_problem(name, may_be_smollm2=self.source.kind == "bundled"):
+                raise UserError(f"{self.source.ref} would be stored as {name!r}, which cannot name a model: {problem}; "
+                                f"import it first with `workbench models import {self.source.ref} --name NAME`")
+        hidden, widths = self.shape()
+        if folder is not None:
+            skeleton = self._skeleton().state_dict() if self.row is None else {}
+            check_weights(folder, hidden, widths, {k: tuple(v.shape) for k, v in skeleton.items()})
+            if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+                raise UserError(f"{folder} holds no tokenizer ({' or '.join(TOKENIZER_FILES[:2])})")
+        self.tokenizer(store)
+        return hidden, widths
+
     def load(
-        self, store: Store, device: torch.device, dtype: torch.dtype
+        self, store: Store, device: torch.device, dtype: torch.dtype, *, finite: bool = False
     ) -> tuple[ModelInfo, PreTrainedModel, PreTrainedTokenizerBase]:
         """The stored row, the model on the device in the dtype, and its tokenizer; a source is
-        imported into the store first (and that loaded copy is the one returned)."""
+        imported into the store first (and that loaded copy is the one returned). `finite`: a model
+        with a NaN or infinite weight is refused (UserError naming it), a source before its import."""
         if self.row is not None:
             folder = store.model_path(self.row)
-            return self.row, load_model(folder, device, dtype), load_tokenizer(folder)
+            if not folder.is_dir():
+                raise UserError(missing_folder(store, self.row))
+            model = _guarded(self.row.name, lambda: load_model(folder, device, dtype))
+            if finite:
+                require_finite(model, self.row.name)
+            return self.row, model, _guarded(self.row.name, lambda: load_tokenizer(folder))
         model, tokenizer = _guarded(self.source, lambda: _load_source(self.source))
+        if finite:
+            require_finite(model, self.source.ref)
         row = save_new_model(
             store, model, tokenizer, name=queries.unique_model_name(store, self.source.default_name),
             source=self.source.kind, source_ref=self.source.ref,
@@ -98,6 +142,81 @@ class Target:
                 self._meta_model = AutoModelForCausalLM.from_config(config)
             glu_mlps(self._meta_model)
         return self._meta_model
+
+
+def missing_folder(store: Store, row: ModelInfo) -> str:
+    """What to say of a stored model whose folder was deleted by hand, and the ways out."""
+    again = f"; or `workbench models import {row.source_ref}` restores its files" if row.source != "pruned" else ""
+    return (f"model {row.name!r} (id {row.id}): its folder {store.model_path(row)} is missing: "
+            f"`workbench models rm {row.name}` removes its row{again}")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+GLU_WEIGHT = re.compile(r"(?:^|\.)layers\.(\d+)\.mlp\.(gate_proj|up_proj|down_proj)\.weight$")
+
+
+def check_weights(folder: Path, hidden: int, widths: list[int], expected: dict[str, tuple] | None = None) -> None:
+    """A model folder's weights, from their safetensors headers alone: there, whole (the header's
+    extent is the file's), and of the shapes the config gives (the GLU MLPs' always, every other
+    tensor's too when `expected` has them). Weights only in pytorch_model.bin are not looked into."""
+    shapes = _weight_shapes(folder)
+    if shapes is None:
+        return
+    glu = {(int(m.group(1)), m.group(2)): key for key in shapes if (m := GLU_WEIGHT.search(key))}
+    if not glu:
+        raise UserError(f"{folder}: its weights hold no GLU MLP weights (model.layers.N.mlp.gate_proj.weight)")
+    wanted = dict(expected or {})
+    for layer, width in enumerate(widths):
+        rows_cols = {"gate_proj": (width, hidden), "up_proj": (width, hidden), "down_proj": (hidden, width)}
+        for part, shape in rows_cols.items():
+            key = glu.get((layer, part))
+            if key is None:
+                raise UserError(f"{folder}: its weights lack layer {layer}'s {part} ({len(widths)} in config.json)")
+            wanted[key] = shape
+    for key, shape in shapes.items():
+        if key in wanted and wanted[key] != shape:
+            raise UserError(f"{folder}: weight {key} has shape {list(shape)}, but config.json says "
+                            f"{list(wanted[key])}: the weights and the config do not belong together")
+
+
+def _weight_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:
+    """Every tensor's shape in the folder's safetensors files (None when its weights are only in
+    pytorch_model.bin); UserError when they are missing, truncated or their header is damaged."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{index} is damaged: not a safetensors index") from None
+        files = [folder / n for n in names]
+    elif (folder / "model.safetensors").is_file():
+        files = [folder / "model.safetensors"]
+    elif (folder / "pytorch_model.bin").is_file() or (folder / "pytorch_model.bin.index.json").is_file():
+        return None
+    else:
+        raise UserError(f"{folder} holds no weights (no model.safetensors or pytorch_model.bin)")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        if not file.is_file():
+            raise UserError(f"{folder} lacks {file.name}, which its model.safetensors.index.json names")
+        try:
+            with safe_open(file, framework="pt") as weights:
+                for key in weights.keys():  # noqa: SIM118 (a safe_open handle is no mapping)
+                    shapes[key] = tuple(weights.get_slice(key).get_shape())
+        except Exception as e:  # SafetensorError: a truncated file, a damaged header
+            raise UserError(f"{file} is damaged or truncated ({_first_line(e)})") from None
+    return shapes
+
+
+@torch.no_grad()
+def require_finite(model: PreTrainedModel, label: str) -> None:
+    """UserError naming the first weight that holds a NaN or an infinity: scores made from it
+    would rank nothing, and the pruned model would be as broken."""
+    for name, weight in model.named_parameters():
+        if not torch.isfinite(weight).all():
+            bad = int((~torch.isfinite(weight)).sum())
+            raise UserError(f"{label}: weight {name} holds {bad} NaN or infinite values: a model with them cannot be "
+                            "pruned")
 
 
 def resolve(store: Store, model: str) -> Target:
@@ -119,7 +238,7 @@ def check_import(store: Store, request: ImportRequest) -> ModelInfo | None:
     else None. Reads the source's config: a model that is not a GLU model is refused here."""
     existing = stored_already(store, request)
     if existing is None:
-        Target(None, request.model_source).shape()
+        Target(None, request.model_source).check(store, named=True)  # (the request's name is checked)
     return existing
 
 
@@ -137,14 +256,37 @@ def import_model(
         progress.finish()
         return existing
     source = request.model_source
+    lost = lost_files(store, request)
     progress.stage("load", message=f"loading {source.ref}")
     model_obj, tokenizer = _guarded(source, lambda: _load_source(source))
     progress.stage("save", message=f"saving {request.model_name}")
-    row = save_new_model(
-        store, model_obj, tokenizer, name=request.model_name, source=source.kind, source_ref=source.ref
-    )
+    if lost is not None:
+        row = restore_files(store, lost, model_obj, tokenizer)
+    else:
+        row = save_new_model(
+            store, model_obj, tokenizer, name=request.model_name, source=source.kind, source_ref=source.ref
+        )
     progress.finish()
     return row
+
+
+def restore_files(
+    store: Store, row: ModelInfo, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> ModelInfo:
+    """Give a stored model whose folder was deleted its files again, from the source it was
+    imported from (the row keeps its id, lineage and evaluations)."""
+    info = facts(model)
+    if (info.num_layers, info.hidden_size, max(info.widths), info.parameters) != (
+        row.num_layers, row.hidden_size, row.intermediate_size, row.parameters
+    ):
+        raise UserError(f"{row.source_ref} is no longer the model {row.name!r} was imported from: its shape differs")
+    with store.new_artifact("models") as artifact:
+        save_folder(model, tokenizer, artifact.path, info.widths)
+        with store.write() as session:
+            size = folder_size(artifact.path)
+            session.execute(update(Model).where(Model.id == row.id).values(path=artifact.relpath, size_bytes=size))
+            artifact.commit()
+    return queries.get_model(store, row.id)
 
 
 def save_new_model(
@@ -184,6 +326,8 @@ def save_new_model(
             parent_id=parent_id,
         )
         with store.write() as session:
+            if session.scalar(select(Model.id).where(Model.name == name)) is not None:  # taken since it was checked
+                raise UserError(f"the store already has a model named {name!r}: choose another name")
             session.add(row)
             session.flush()
             if record is not None:
@@ -216,6 +360,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> PreTra
 
 
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    per_layer_widths.register(folder)
     with _quiet_transformers():
         return AutoTokenizer.from_pretrained(folder)
 
@@ -228,6 +373,7 @@ def _load_source(source: ModelSource) -> tuple[PreTrainedModel, PreTrainedTokeni
     with _quiet_transformers():
         if source.kind in ("bundled", "gguf"):
             return _load_gguf(_gguf_path(source))
+        per_layer_widths.register(source.ref)
         tokenizer = AutoTokenizer.from_pretrained(source.ref)
         model = AutoModelForCausalLM.from_pretrained(source.ref, dtype="auto")
         return model.eval(), tokenizer
@@ -237,8 +383,25 @@ def _source_config(source: ModelSource) -> PretrainedConfig:
     with _quiet_transformers():
         if source.kind in ("bundled", "gguf"):
             path = _gguf_path(source)
-            return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+            try:
+                return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+            except (OSError, ValueError, KeyError, RuntimeError, IndexError) as e:
+                # transformers then tries the file as a JSON config and says that: say what is wrong
+                raise UserError(f"{path} is not a GGUF model transformers can read: {_gguf_trouble(path, e)}") from None
+        per_layer_widths.register(source.ref)
         return AutoConfig.from_pretrained(source.ref)
+
+
+def _gguf_trouble(path: Path, error: Exception) -> str:
+    """Why a GGUF file cannot be read, as the gguf package's reader finds it (seconds on a big
+    file, so only once reading it has failed)."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(path)
+    except Exception as e:  # a damaged header or metadata, whatever the reader trips on
+        return f"its header or metadata is damaged ({type(e).__name__}: {_first_line(e)})"
+    return _first_line(error)
 
 
 def _source_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
@@ -246,6 +409,7 @@ def _source_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
         if source.kind in ("bundled", "gguf"):
             path = _gguf_path(source)
             return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        per_layer_widths.register(source.ref)
         return AutoTokenizer.from_pretrained(source.ref)
 
 
@@ -253,16 +417,21 @@ def _gguf_path(source: ModelSource) -> Path:
     return bundled_gguf() if source.kind == "bundled" else Path(source.ref)
 
 
-def _guarded(source: ModelSource | None, read):
-    """Run a read of a model source; its failures (missing or corrupt files, no hub) become one line."""
+def _guarded(source: ModelSource | str | None, read):
+    """Run a read of a model (a source, or a stored model by name); its failures (missing or corrupt
+    files, no hub) become one line."""
     try:
         return read()
     except UserError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        lines = str(e).strip().splitlines()
-        reason = lines[0] if lines else type(e).__name__
-        raise UserError(f"cannot load {source.ref if source else 'model'}: {reason}") from None
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
+        what = source.ref if isinstance(source, ModelSource) else source or "model"
+        raise UserError(f"cannot load {what}: {_first_line(e)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _load_gguf(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

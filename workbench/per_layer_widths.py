@@ -3,7 +3,10 @@
 A pruned model with per-layer widths is saved as its family's model with a config that lists
 `intermediate_sizes`, model_type `<family>_per_layer`, and an `auto_map` pointing at a copy of
 this file. So:
-- the workbench loads it with `load(folder)`;
+- the workbench loads it with `load(folder)`, and reads any such folder (its config, its
+  tokenizer, an import of a copy of it) after `register(folder)`: the classes of this module are
+  registered with transformers' Auto classes, which then use them without asking whether to run
+  the folder's copy (transformers' "Do you wish to run the custom code?", 15 s of waiting);
 - plain transformers loads it with `AutoModelForCausalLM.from_pretrained(folder,
   trust_remote_code=True)`, and without that flag refuses with a message asking for it.
 This file is copied next to the weights, so it imports nothing but torch and transformers.
@@ -99,8 +102,23 @@ def is_per_layer(folder: Path) -> bool:
     return "intermediate_sizes" in config
 
 
+def register(folder: str | Path) -> None:
+    """When `folder` holds a per-layer model (of a family transformers knows), let transformers'
+    Auto classes build it with this module's classes, never the folder's copy of the code."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not a model folder (a hub id, a GGUF file's folder): nothing of ours to register
+    model_type = config.get("model_type", "") if isinstance(config, dict) else ""
+    family = model_type.removesuffix(MODEL_TYPE_SUFFIX)
+    if model_type.endswith(MODEL_TYPE_SUFFIX) and family in transformers.CONFIG_MAPPING:
+        transformers.AutoConfig.register(model_type, config_class(family), exist_ok=True)
+        transformers.AutoModelForCausalLM.register(config_class(family), model_class(family), exist_ok=True)
+
+
 def load(folder: Path, **kwargs) -> nn.Module:
     """Load a per-layer model saved by the workbench; kwargs go to from_pretrained."""
+    register(folder)
     config = json.loads((Path(folder) / "config.json").read_text())
     family = config["model_type"].removesuffix(MODEL_TYPE_SUFFIX)
     return model_class(family).from_pretrained(folder, **kwargs)

@@ -9,6 +9,8 @@ per-layer retention and the new model in one transaction.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,7 +78,7 @@ def prune(
     meter = MemoryMeter(device)
     meter.reset()
     progress.stage("load", message=f"loading {spec.model}")
-    base, model, tokenizer = target.load(store, device, dtype)
+    base, model, tokenizer = target.load(store, device, dtype, finite=True)
     run = PruningRun(
         base_model_id=base.id,
         job_id=job_id,
@@ -122,7 +124,7 @@ def prune(
         raise
     progress.finish()
     if out is not None:
-        shutil.copytree(store.model_path(result), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("calibration"))
+        copy_out(store.model_path(result), out, f"model {result.name!r} (run {run.id})")
     hidden = model.config.hidden_size
     return PruneReport(
         run_id=run.id,
@@ -156,6 +158,35 @@ def prune(
     )
 
 
+def check_out(out: Path) -> None:
+    """--out: a folder that is new or empty, and can be written (checked before queueing)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"--out {out} is not empty")
+    nearest = next(p for p in (out, *out.parents) if p.exists())
+    if not nearest.is_dir():
+        raise UserError(f"--out {out}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {nearest} cannot be written")
+
+
+def copy_out(folder: Path, out: Path, what: str) -> None:
+    """Copy a saved model to --out; when that fails, the copy goes and the job fails saying what
+    was made all the same (it stays in the store)."""
+    existed = out.exists()
+    try:
+        shutil.copytree(folder, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("calibration"))
+    except (OSError, shutil.Error) as e:
+        if existed:
+            for entry in out.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise UserError(f"{what} is in the store, but copying it to --out {out} failed: {reason}") from None
+
+
 def check_request(spec: PruneSpec, store: Store, data: Path | None = None) -> str | None:
     """Everything `prune` checks before it loads weights, writing nothing: a front end calls it
     before queueing a job, so that bad input fails at once (UserError). Returns the hash of the
@@ -170,8 +201,10 @@ def _checked(
     spec.validate()
     text = load_source(spec.calibration_source, data) if spec.data_driven else None
     target = model_io.resolve(store, spec.model)
-    hidden, widths = target.shape()
+    hidden, widths = target.check(store)  # its files: folder, weights' headers, tokenizer
     planned_widths(spec, hidden, widths)  # a target the model cannot meet fails here
+    if spec.name is not None and queries.find_model(store, spec.name) is not None:
+        raise UserError(f"the store already has a model named {spec.name!r}: choose another --name")
     sequences = None
     if text is not None:
         tokenizer = target.tokenizer(store)
@@ -200,8 +233,8 @@ def default_name(spec: PruneSpec, base: str) -> str:
         parts.append(f"d{spec.divisor}")
     if spec.allocation != "uniform":
         parts.append(spec.allocation)
-    if spec.data_driven:
-        parts.append(Path(spec.calibration_source).stem)  # type: ignore[arg-type]
+    if spec.data_driven:  # a file's stem, made fit for a name (workbench.names)
+        parts.append(re.sub(r"[^\w.+-]+", "-", Path(spec.calibration_source).stem))  # type: ignore[arg-type]
     if spec.layers.strip().lower() not in ("", "all"):
         parts.append(f"L{spec.layers.replace(',', '_')}")
     return "-".join(parts)
@@ -232,5 +265,6 @@ def _calibration_stats(
         if stats is not None and [len(layer.sum_squares) for layer in stats.layers] == widths:
             return stats
     stats = calibration.capture(model, sequences, progress=progress)
-    stats.save(cache)
+    if cache.parent.parent.is_dir():  # never make again the folder of a model removed meanwhile
+        stats.save(cache)
     return stats

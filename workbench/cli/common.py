@@ -4,17 +4,66 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from store.db import Store
+from workbench.errors import UserError
 from workbench.progress import Progress
 
+_created: list[Store] = []  # stores this command made, removed again if it fails before using them
 
-def open_store(args: argparse.Namespace) -> Store:
-    return Store.open(getattr(args, "store", None))
+
+def open_store(args: argparse.Namespace, *, create: bool = False) -> Store:
+    """The store the command names. Only commands that write one (`create`) may create it, and only
+    in a new or empty folder: reading a mistyped path says so instead of making a store there."""
+    store = Store.open(getattr(args, "store", None), create=create)
+    if store.created:
+        _created.append(store)
+    return store
+
+
+def remove_unused_stores() -> None:
+    """After bad input: a store this command created and never wrote a row into goes again."""
+    while _created:
+        _created.pop().remove_if_unused()
+
+
+def take_up_queued(store: Store) -> None:
+    """Jobs queued with no job process left to run them (the last one was killed, say) get one, as
+    --detach would start it; said on stderr, so that JSON on stdout stays whole. Commands that show
+    jobs call it."""
+    from store.jobs import count_jobs
+    from workbench.jobs.worker import WORKER_LOG, ensure_worker
+
+    if ensure_worker(store):
+        print(f"started a job process for the queued jobs (its output: {store.root / WORKER_LOG})", file=sys.stderr)
+    elif store.read_only and (queued := count_jobs(store, "queued")):
+        print(f"{queued} jobs queued, and none can run while the store {store.root} {store.read_only}", file=sys.stderr)
+
+
+def write_file(out: Path, text: str) -> None:
+    """Write a file whole or not at all (a temporary file beside it, renamed into place); what
+    stands in the way (a folder of that name, no such folder, no permission, a full disk) is one
+    line (UserError), and no temporary file stays."""
+    if out.is_dir():
+        raise UserError(f"cannot write {out}: it is a folder (give a file name)")
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: no folder {out.parent}")
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, out)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    finally:
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
 
 
 def print_json(value: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from workbench.cli.foreground import add_detach_option
+from workbench.cli.lists import comma_list
 from workbench.spec import CHAT_TEMPLATE_MODES, CPU_AUTO_BATCH, DEVICES, DTYPES, TASKS, EvalSpec, parse_batch_size
 
 EPILOG = """tasks:
@@ -53,7 +54,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 def eval_spec_from(args: argparse.Namespace) -> EvalSpec:
     return EvalSpec(
         models=tuple(args.models),
-        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+        tasks=comma_list(args.tasks, "--tasks"),
         limit=args.limit,
         fewshot=args.fewshot,
         batch_size=parse_batch_size(args.batch_size),
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.evaluation import check_request
     from workbench.texts import data_dir
 
-    store = open_store(args)
+    store = open_store(args, create=True)
     data = data_dir(getattr(args, "data_dir", None))
     check_request(spec, store, data)  # bad input fails here, before a job row exists
     job = run_as_job(args, store, "eval", spec.to_dict(), data=data, bar=not args.json)

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from store import queries
 from store.queries import EvaluationInfo, RetentionInfo, RunSummary
-from workbench.cli.common import open_store
+from workbench.cli.common import open_store, write_file
 from workbench.cli.runs import config_table
-from workbench.errors import UserError
 from workbench.tabular import Table, json_default
 
 FORMATS = ("csv", "json", "md")
@@ -75,13 +73,6 @@ def _write_text(out: Path | None, text: str, what: str) -> int:
     if out is None:
         sys.stdout.write(text)
         return 0
-    if not out.parent.is_dir():
-        raise UserError(f"cannot write {out}: no folder {out.parent}")
-    partial = out.with_name(f".{out.name}.partial")
-    try:
-        partial.write_text(text)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_file(out, text)
     print(f"wrote {what} to {out}", file=sys.stderr)
     return 0

@@ -2,8 +2,8 @@
 
 Foreground: the job is queued, then run in this process when this host has a free slot (one at
 a time by default), else left to a job process (`ensure_worker`) while this one shows its
-progress from the job row. Ctrl-C cancels the job either way (a second Ctrl-C, while a worker's
-job stops, stops waiting). A job running here survives its terminal closing: on SIGHUP its
+progress from the job row. Ctrl-C (or SIGTERM) cancels the job either way (a second one, while a
+worker's job stops, stops waiting). A job running here survives its terminal closing: on SIGHUP its
 output goes nowhere and the job finishes and records its outcome.
 
 --detach: queue, make sure a worker runs, print the job id, return.
@@ -75,7 +75,7 @@ def run_as_job(
             print(f"job {job_id} queued: `workbench jobs log {job_id} --follow` shows it", file=sys.stderr)
         return None
     try:
-        with TerminalProgress(enabled=bar) as progress:
+        with _terminate_interrupts(), TerminalProgress(enabled=bar) as progress:
             job = jobs.claim(store, os.getpid(), job_id=job_id, max_running=1)
             if job is not None:
                 job = _run_here(store, job, progress)
@@ -136,6 +136,21 @@ def _outcome(store: Store, job: JobInfo) -> JobInfo:
     if job.status == "cancelled":
         raise JobEnded(f"job {job.id} cancelled", 130)
     raise JobEnded(f"job {job.id} {job.status}: {job.error}{where}; `workbench jobs retry {job.id}` queues it again", 1)
+
+
+@contextmanager
+def _terminate_interrupts() -> Iterator[None]:
+    """SIGTERM (`kill PID`, a scheduler stopping the command) cancels the job as Ctrl-C does,
+    rather than ending the process with the job row left running."""
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

@@ -9,10 +9,12 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 from store import jobs
+from store.db import Store
 from store.jobs import JobInfo
-from workbench.cli.common import open_store, print_json
+from workbench.cli.common import open_store, print_json, take_up_queued
 from workbench.errors import UserError
 from workbench.jobs import KINDS, ensure_worker, log_file, worker_running
+from workbench.jobs.worker import RECOVER_EVERY_S, WORKER_LOG
 from workbench.tabular import Column, Table, fixed, size
 
 FOLLOW_EVERY_S = 0.25
@@ -125,6 +127,7 @@ JOB_COLUMNS = [
 
 def list_(args: argparse.Namespace) -> int:
     store = open_store(args)
+    take_up_queued(store)
     found = jobs.list_jobs(store, status=args.status, limit=args.limit)
     if args.json:
         print_json([asdict(j) for j in found])
@@ -133,14 +136,12 @@ def list_(args: argparse.Namespace) -> int:
         print("no jobs match" if args.status else "no jobs in the store yet")
         return 0
     Table.of("jobs", JOB_COLUMNS, [_row(j) for j in found]).render()
-    queued = jobs.count_jobs(store, "queued")
-    if queued and not worker_running(store):
-        print(f"{queued} queued, and no job process runs: `workbench jobs work` runs them")
     return 0
 
 
 def show(args: argparse.Namespace) -> int:
     store = open_store(args)
+    take_up_queued(store)
     job = jobs.get_job(store, args.job)
     if args.json:
         print_json(asdict(job) | {"log_file": str(log_file(store, job) or "")})
@@ -204,11 +205,11 @@ def retry(args: argparse.Namespace) -> int:
 def log(args: argparse.Namespace) -> int:
     store = open_store(args)
     job = jobs.get_job(store, args.job)
+    if job.status == "queued" and not args.follow:
+        raise UserError(f"job {job.id} is queued: it has no log yet")
+    watch = _Watch(store, job.id)
     while job.log_path is None:  # queued: no log yet
-        if not args.follow:
-            raise UserError(f"job {job.id} is {job.status}: it has no log yet")
-        time.sleep(FOLLOW_EVERY_S)
-        job = jobs.get_job(store, job.id)
+        job = watch.next()
     path = log_file(store, job)
     assert path is not None
     if not path.is_file():
@@ -220,10 +221,45 @@ def log(args: argparse.Namespace) -> int:
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
             elif not args.follow or job.finished:
-                return 0
+                break
             else:
-                time.sleep(FOLLOW_EVERY_S)
-                job = jobs.get_job(store, job.id)  # read once more after it ends: its last lines
+                job = watch.next()  # read once more after it ends: its last lines
+    if args.follow and job.status not in ("done", "running"):
+        print(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""), file=sys.stderr)
+    return 0
+
+
+class _Watch:
+    """A followed job, read again every FOLLOW_EVERY_S. Nothing is left to run it unseen: queued
+    with no job process, it gets one (once more if that one ends at once, then it says so); running
+    in a process that died, it is marked interrupted within RECOVER_EVERY_S."""
+
+    STARTS = 2  # job processes started for a queued job before saying that none will run it
+
+    def __init__(self, store: Store, job_id: int) -> None:
+        self.store, self.job_id = store, job_id
+        self.starts = 0
+        self.checked_at = 0.0
+
+    def next(self) -> JobInfo:
+        time.sleep(FOLLOW_EVERY_S)
+        if time.monotonic() - self.checked_at > RECOVER_EVERY_S / 4:
+            self.checked_at = time.monotonic()
+            if not self.store.read_only:
+                jobs.recover(self.store)
+            if jobs.get_job(self.store, self.job_id).status == "queued" and not worker_running(self.store):
+                self._start_worker()
+        return jobs.get_job(self.store, self.job_id)
+
+    def _start_worker(self) -> None:
+        why = f"the store {self.store.root} {self.store.read_only}" if self.store.read_only else ""
+        if not why and self.starts >= self.STARTS:
+            why = f"the job processes started for it ended at once (their output: {self.store.root / WORKER_LOG})"
+        if why:
+            raise UserError(f"job {self.job_id} is queued and nothing runs it: {why}")
+        if ensure_worker(self.store):
+            self.starts += 1
+            print(f"job {self.job_id} is queued and no job process ran: started one", file=sys.stderr)
 
 
 def work(args: argparse.Namespace) -> int:
@@ -234,6 +270,8 @@ def work(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M:%S} {line}", flush=True)
 
-    ran = run_worker(open_store(args), follow=args.follow, max_parallel=args.max_parallel, say=say)
+    store = open_store(args)
+    store.require_writable()  # (a worker claims jobs: writes)
+    ran = run_worker(store, follow=args.follow, max_parallel=args.max_parallel, say=say)
     say(f"queue empty after {ran} job{'s' * (ran != 1)}: worker exits")
     return 0

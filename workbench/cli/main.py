@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from workbench.errors import UserError
@@ -84,6 +85,15 @@ def is_store_error(error: BaseException) -> bool:
 
 
 def run_tui(args: argparse.Namespace) -> int:
+    # Without a terminal (input from /dev/null, output to a file or a pipe) the app would draw its
+    # screens into the output until killed. A driver chosen on purpose (textual-serve's web driver,
+    # for `workbench serve`) brings its own input and output.
+    if not os.environ.get("TEXTUAL_DRIVER") and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        which = [n for n, f in (("input", sys.stdin), ("output", sys.stdout)) if not f.isatty()]
+        raise UserError(
+            f"the terminal workbench needs a terminal: its {' and '.join(which)} {'are' if len(which) > 1 else 'is'} "
+            "not one; run a command instead (`workbench --help` lists them), or `workbench serve` for a browser"
+        )
     from tui.app import run
 
     return run(store=getattr(args, "store", None), data_dir=getattr(args, "data_dir", None))
@@ -97,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args) or 0
     except UserError as e:
+        _remove_unused_stores()
         print(f"workbench: error: {e}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error of ours
@@ -108,5 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if not is_store_error(e):
             raise
+        _remove_unused_stores()
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
+
+
+def _remove_unused_stores() -> None:
+    """Bad input writes nothing: not even the store the command created before it found the input
+    bad (looked up, as is_store_error does, since only a command that opened a store loaded it)."""
+    common = sys.modules.get("workbench.cli.common")
+    if common is not None:
+        common.remove_unused_stores()

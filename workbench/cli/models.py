@@ -57,7 +57,7 @@ def import_(args: argparse.Namespace) -> int:
     request = ImportRequest(args.source, args.name, args.if_missing).validate()
     from workbench.model_io import check_import  # the engine: torch and transformers load here
 
-    store = open_store(args)
+    store = open_store(args, create=True)
     existing = check_import(store, request)
     if existing is not None:  # --if-missing, and it is there
         print(f"model {existing.name!r} (id {existing.id}) in {store.model_path(existing)}")

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from workbench.cli.foreground import add_detach_option
-from workbench.errors import UserError
 from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, SCORERS, PruneSpec
 
 EPILOG = """scorers:
@@ -80,14 +79,15 @@ def spec_from(args: argparse.Namespace) -> PruneSpec:
 def run(args: argparse.Namespace) -> int:
     """Runs as a job (see workbench.cli.foreground); the report is the job's result."""
     spec = spec_from(args)
-    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
-        raise UserError(f"--out {args.out} is not empty")
     from workbench.cli.common import open_store, print_json
     from workbench.cli.foreground import run_as_job
-    from workbench.pruning import check_request
+    from workbench.pruning import check_out, check_request
+
+    if args.out is not None:
+        check_out(args.out.absolute())
     from workbench.texts import data_dir
 
-    store = open_store(args)
+    store = open_store(args, create=True)
     data = data_dir(getattr(args, "data_dir", None))
     check_request(spec, store, data)  # bad input fails here, before a job row exists
     job = run_as_job(args, store, "prune", spec.to_dict(), data=data, out=args.out, bar=not args.json)

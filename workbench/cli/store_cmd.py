@@ -20,9 +20,10 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "check",
         parents=[common],
         help="check integrity, files rows point at, files no row points at",
-        description="Runs SQLite's integrity and foreign key checks, looks for rows whose files are missing and "
-        "for entries under artifacts/ that no row points at (orphans, e.g. left by a killed process). "
-        "--fix removes orphans; rows pointing at missing files are reported, never deleted. "
+        description="Runs SQLite's integrity and foreign key checks, compares the schema with the workbench's, "
+        "looks for rows whose files are missing and for entries under artifacts/ that no row points at (orphans, "
+        "e.g. left by a killed process). --fix removes orphans, unless the database is damaged; rows pointing at "
+        "missing files are reported, never deleted. "
         "Exit status: 0 clean, 1 problems remain.",
     )
     p.add_argument("--fix", action="store_true", help="remove orphans")
@@ -45,6 +46,10 @@ def check_(args: argparse.Namespace) -> int:
     if report.clean:
         print(f"store {store.root}: clean")
         return 0
-    hint = "; --fix removes the orphans" if any(o not in report.removed for o in report.orphans) else ""
+    hint = ""
+    if report.damaged and report.orphans:
+        hint = "; orphans are kept while the database is damaged (restore it from a backup first)"
+    elif any(o not in report.removed for o in report.orphans):
+        hint = "; --fix removes the orphans"
     print(f"store {store.root}: {len(report.problems)} problems{hint}")
     return 1

@@ -7,8 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from workbench.cli.common import open_store, print_json
-from workbench.errors import UserError
+from workbench.cli.common import open_store, print_json, take_up_queued, write_file
 from workbench.studies.view import StudyView
 from workbench.tabular import Column, Table, plain
 
@@ -61,7 +60,9 @@ def list_(args: argparse.Namespace) -> int:
 
     from store import studies
 
-    found = studies.list_studies(open_store(args))
+    store = open_store(args)
+    take_up_queued(store)
+    found = studies.list_studies(store)
     if args.json:
         print_json([asdict(s) | {"status": s.status} for s in found])
         return 0
@@ -78,7 +79,9 @@ def show(args: argparse.Namespace) -> int:
     from workbench.studies.specialisation import overlap_table, perplexity_table
     from workbench.studies.view import gather
 
-    view = gather(open_store(args), args.name)
+    store = open_store(args)
+    take_up_queued(store)
+    view = gather(store, args.name)
     if args.json:
         groups = view.specialisation()
         print_json(view.to_dict() | {
@@ -121,8 +124,6 @@ def report(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
         return 0
-    if not args.out.parent.is_dir():
-        raise UserError(f"cannot write {args.out}: no folder {args.out.parent}")
-    args.out.write_text(text, encoding="utf-8")
+    write_file(args.out, text)
     print(f"wrote {args.out}")
     return 0

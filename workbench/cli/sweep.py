@@ -4,11 +4,13 @@ calibration sources, evaluate every result (and the base), all grouped as a name
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import TYPE_CHECKING
 
 from workbench.cli.foreground import add_detach_option
+from workbench.cli.lists import comma_list
 from workbench.errors import UserError
 from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, SCORERS, PruneSpec
 from workbench.studies.request import SweepRequest
@@ -73,12 +75,12 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 def request_from(args: argparse.Namespace) -> SweepRequest:
     return SweepRequest(
         model=args.model,
-        scorers=_names(args.scorers),
-        tasks=_names(args.tasks),
+        scorers=comma_list(args.scorers, "--scorers"),
+        tasks=comma_list(args.tasks, "--tasks"),
         percents=_numbers(args.percent, "--percent"),
         expansions=_numbers(args.expansion, "--expansion"),
-        allocations=_names(args.allocation),
-        calibrations=_names(args.calibration),
+        allocations=comma_list(args.allocation, "--allocation"),
+        calibrations=comma_list(args.calibration, "--calibration"),
         divisor=args.divisor,
         samples=args.samples,
         seq_len=args.seq_len,
@@ -91,15 +93,15 @@ def request_from(args: argparse.Namespace) -> SweepRequest:
     ).validate()
 
 
-def _names(text: str | None) -> tuple[str, ...]:
-    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
-
-
 def _numbers(text: str | None, flag: str) -> tuple[float, ...]:
+    items = comma_list(text, flag)
     try:
-        return tuple(float(t) for t in _names(text))
+        numbers = tuple(float(t) for t in items)
     except ValueError:
         raise UserError(f"{flag} takes numbers separated by commas, e.g. 20,40; got {text!r}") from None
+    if not all(math.isfinite(n) for n in numbers):
+        raise UserError(f"{flag} takes finite numbers, got {text!r}")
+    return numbers
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.studies.sweep import plan, queue
     from workbench.texts import data_dir
 
-    store = open_store(args)
+    store = open_store(args, create=not args.dry_run)  # a dry run writes nothing, not even a new store
     data = data_dir(getattr(args, "data_dir", None))
     planned = plan(store, request, data)  # every check: bad input fails here, with nothing written
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print

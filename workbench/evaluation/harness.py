@@ -74,7 +74,11 @@ def prepare(spec: EvalSpec, names: list[str], data: Path | None, folder: Path) -
     prepared = []
     for name in names:
         if name not in TASKS and name not in user_names:
-            raise UserError(f"unknown task {name!r}: not a workbench task and not in --include-path {user}")
+            if user is None:
+                raise UserError(f"unknown task {name!r}: not a workbench task (and no --include-path given)")
+            broken = _unreadable_yaml(user)
+            why = f"; {broken[0]} cannot be read: {broken[1]}" if broken else ""
+            raise UserError(f"unknown task {name!r}: not a workbench task and not in --include-path {user}{why}")
         fewshot = spec.fewshot if spec.fewshot is not None else (TASKS[name].fewshot if name in TASKS else None)
         try:
             with quiet():
@@ -90,9 +94,43 @@ def prepare(spec: EvalSpec, names: list[str], data: Path | None, folder: Path) -
                 f"{name}: the local data has no training split to draw {effective} few-shot examples from; "
                 "use --fewshot 0 or run it without a data folder"
             )
+        if effective > 0:
+            _require_fewshot_docs(name, built.values(), effective)
         generates = any(t.get_config("output_type") == "generate_until" for t in built.values())
         prepared.append(PreparedTask(name, fewshot, generates, task_local))
     return Harness(manager, prepared, version("lm_eval"))
+
+
+def _unreadable_yaml(folder: Path) -> tuple[Path, str] | None:
+    """The first task YAML under `folder` that lm-eval's index skips (it only logs that), and why."""
+    from lm_eval.tasks._index import TaskIndex
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    for path in TaskIndex._iter_yaml_files(folder):
+        try:
+            with quiet():
+                load_yaml(path, resolve_func=False, recursive=True)
+        except Exception as e:  # a YAML error, an include that is missing: what the index skipped
+            return path, " ".join(str(e).split())[:200]
+    return None
+
+
+def _require_fewshot_docs(name: str, tasks, shots: int) -> None:
+    """lm-eval fails midway ("Sample larger than population") when a task's few-shot split holds
+    fewer examples than asked, one more when that split is the one evaluated (the document itself
+    is left out): refused here instead."""
+    for task in tasks:
+        try:
+            available = len(task.fewshot_docs())
+            split = getattr(getattr(task, "fewshot_cfg", None), "split", None)
+            same = split is not None and split == task.config.test_split
+        except Exception:  # no split to count (examples made by a function): lm-eval's own check stands
+            continue
+        if shots + same > available:
+            raise UserError(
+                f"{name}: {shots} few-shot examples asked, but its few-shot split holds {available} "
+                f"(at most {available - same})"
+            )
 
 
 class RequestCounter(CacheHook):

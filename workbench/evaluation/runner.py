@@ -233,7 +233,7 @@ def _resolve_models(store: Store, models: tuple[str, ...]) -> list[model_io.Targ
         if key in seen:
             raise UserError(f"{name!r} and {seen[key]!r} are the same model")
         seen[key] = name
-        target.shape()  # a model that is no GLU model, or cannot be read, fails before anything loads
+        target.check(store)  # a model that is no GLU model, or cannot be read, fails before anything loads
     return targets
 
 

@@ -53,9 +53,11 @@ def store_location(store: Store) -> str:
 
 def ensure_worker(store: Store) -> bool:
     """Start a detached `workbench jobs work` when jobs are queued and no worker is running;
-    whether it started one. Light and quick: the TUI calls it after queueing."""
+    whether it started one. Light and quick: the TUI calls it after queueing, and whatever shows
+    jobs calls it too, so that work left queued when a worker was killed is taken up again. A
+    store this process cannot write gets none (its worker could not claim a thing)."""
     _started[:] = [p for p in _started if p.poll() is None]
-    if not jobs.count_jobs(store, "queued"):
+    if store.read_only or not jobs.count_jobs(store, "queued"):
         return False
     with (store.root / LOCK).open("a") as lock:
         try:
@@ -80,6 +82,8 @@ def ensure_worker(store: Store) -> bool:
 
 def worker_running(store: Store) -> bool:
     """Whether a worker holds the store's worker lock."""
+    if store.read_only:  # no lock file can be made, and no worker writes here
+        return False
     with (store.root / LOCK).open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

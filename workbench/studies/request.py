@@ -17,6 +17,7 @@ from typing import Any
 from store.jobs import JobInfo
 from store.queries import EvaluationInfo
 from workbench.errors import UserError
+from workbench.names import check_name
 from workbench.spec import PPL_PREFIX, SCORERS, TASKS, EvalSpec, PruneSpec
 from workbench.texts import source_name
 
@@ -61,8 +62,8 @@ class SweepRequest:
             raise UserError("name at least one allocation: uniform or global")
         if any(SCORERS.get(s) and SCORERS[s].data_driven for s in self.scorers) and not self.calibrations:
             raise UserError("data-driven scorers need at least one calibration source")
-        if self.name is not None and not self.name.strip():
-            raise UserError("the study's name is empty")
+        if self.name is not None:
+            check_name(self.name.strip(), "study", may_be_smollm2=True)
         for spec in self.configurations():
             spec.validate()
         self.eval_spec(self.model).validate()
