@@ -225,6 +225,20 @@ def _page(
     return _rows(session, rows.where(rows.selected_columns[0].in_(page)).order_by(*order))
 
 
+def sort_order(key: ColumnElement[Any], descending: bool) -> ColumnElement[Any]:
+    """A sort on `key` with rows lacking a value (NULL) first, or last when descending: SQLite's
+    way, which PostgreSQL reverses. Said only for what may be NULL (an expression, a nullable
+    column, a column of an outer-joined table), so a sort on a NOT NULL column can still walk its
+    index."""
+    try:
+        may_be_null = key.parent.is_aliased_class or key.nullable  # type: ignore[attr-defined]
+    except AttributeError:
+        may_be_null = True
+    if descending:
+        return key.desc().nulls_last() if may_be_null else key.desc()
+    return key.asc().nulls_first() if may_be_null else key.asc()
+
+
 # Models -----------------------------------------------------------------------------------------
 
 _parent = aliased(Model)
@@ -293,7 +307,7 @@ def list_models(
 ) -> list[ModelInfo]:
     """Models whose name, family, architecture, source or tags hold every word of `text`."""
     key = MODEL_SORTS[sort]
-    order = (key.desc() if descending else key.asc(), Model.id)
+    order = (sort_order(key, descending), Model.id)
     ids = select(Model.id)
     if sort == "parent":  # only then does the page need the parent's name
         ids = ids.outerjoin(_parent, _parent.id == Model.parent_id)
@@ -446,7 +460,7 @@ def list_runs(
     there is none); every word of `text` must be in the scorer, a model name, the allocation,
     the layers, the calibration source, the status or the error."""
     key = RUN_SORTS[sort]
-    order = (key.desc(), PruningRun.id.desc()) if descending else (key.asc(), PruningRun.id.asc())
+    order = (sort_order(key, descending), PruningRun.id.desc() if descending else PruningRun.id.asc())
     with _reading(source) as session:
         matching = _runs_matching(session, text, scorer, base, status)
         ids = select(PruningRun.id)

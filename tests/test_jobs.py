@@ -28,6 +28,8 @@ from workbench.errors import UserError
 from workbench.jobs import submit
 from workbench.spec import PruneSpec
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 
 def request(**overrides) -> dict:
     return PruneSpec(model="some-model", scorer="ppm", percent=25, **overrides).to_dict()
@@ -69,8 +71,7 @@ def test_claim_takes_the_oldest_queued_job_once_and_respects_the_host_limit(stor
     assert jobs.claim(store, 1234) is None
 
 
-def test_processes_claiming_at_once_claim_every_job_exactly_once(tmp_path):
-    location = tmp_path / "store"
+def test_processes_claiming_at_once_claim_every_job_exactly_once(location, tmp_path):
     with Store.open(location) as store:
         ids = [submit(store, "prune", request()) for _ in range(60)]
     assert sorted(claim_at_once(location, tmp_path)) == ids
@@ -81,17 +82,17 @@ def test_processes_claiming_at_once_claim_every_job_exactly_once(tmp_path):
 def test_cancel_stops_a_queued_job_at_once_and_flags_a_running_one(store, capsys):
     queued, running = submit(store, "prune", request()), submit(store, "prune", request())
     set_running(store, running)
-    assert main(["--store", str(store.root), "jobs", "cancel", str(queued)]) == 0
+    assert main(["--store", store.location, "jobs", "cancel", str(queued)]) == 0
     assert "cancelled (it had not started)" in capsys.readouterr().out
     job = jobs.get_job(store, queued)
     assert job.status == "cancelled" and job.finished_at is not None
     assert jobs.request_cancel(store, running).status == "running"
     assert jobs.get_job(store, running).cancel_requested
     assert jobs.beat(store, running) is True  # what the job process's heartbeat reads
-    assert main(["--store", str(store.root), "jobs", "cancel", str(queued)]) == 2
+    assert main(["--store", store.location, "jobs", "cancel", str(queued)]) == 2
     assert capsys.readouterr().err.strip() == f"workbench: error: job {queued} has already finished (cancelled): " \
         "nothing to cancel"
-    assert main(["--store", str(store.root), "jobs", "cancel", "99"]) == 2
+    assert main(["--store", store.location, "jobs", "cancel", "99"]) == 2
     assert "no job 99" in capsys.readouterr().err
 
 
@@ -140,8 +141,7 @@ A_WHILE_AGO = timedelta(seconds=jobs.FRESH_S + 5)
         ("other host, silent a while", False),
     ],
 )
-def test_a_running_job_is_declared_dead_on_open_only_when_nothing_says_it_lives(tmp_path, case, interrupted):
-    location = tmp_path / "store"
+def test_a_running_job_is_declared_dead_on_open_only_when_nothing_says_it_lives(location, case, interrupted):
     with Store.open(location) as store:
         job_id = submit(store, "prune", request())
         now = utcnow()
@@ -164,8 +164,7 @@ def test_a_running_job_is_declared_dead_on_open_only_when_nothing_says_it_lives(
         assert "died without finishing" in job.error and job.finished_at is not None
 
 
-def test_a_process_killed_while_writing_leaves_an_interrupted_job_and_no_half_written_folder(tmp_path):
-    location = tmp_path / "store"
+def test_a_process_killed_while_writing_leaves_an_interrupted_job_and_no_half_written_folder(location, tmp_path):
     with Store.open(location) as store:
         job_id = submit(store, "prune", request())
     mark = tmp_path / "writing"
@@ -191,7 +190,7 @@ def test_a_process_killed_while_writing_leaves_an_interrupted_job_and_no_half_wr
     with Store.open(location) as store:
         report = check(store)
         assert report.clean and report.in_progress == () and report.orphans == (), report
-    assert list((location / "artifacts" / "tmp").iterdir()) == []
+    assert list((tmp_path / "store" / "artifacts" / "tmp").iterdir()) == []
 
 
 def test_jobs_list_show_and_log_read_the_rows(store, capsys):
@@ -201,7 +200,7 @@ def test_jobs_list_show_and_log_read_the_rows(store, capsys):
     (store.root / claimed.log_path).write_text("line one\nline two\n")
     jobs.update_running(store, done, device="cpu", peak_memory_bytes=3 * 2**20)
     jobs.finish(store, done, "done", "done", result={"run_id": 7, "model_name": "small", "model_id": 3})
-    root = str(store.root)
+    root = store.location
 
     assert main(["--store", root, "jobs", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from store_fixtures import add_model, model_row, snapshot
 
 from store import queries
-from store.db import DB_FILE, Store, StoreError
+from store.db import DB_FILE, Store, StoreError, head_revision
 
 
 def test_a_new_store_is_a_folder_with_the_database_and_artifacts(tmp_path):
@@ -112,7 +112,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(tmp_path):
     before = snapshot(folder)
     with pytest.raises(StoreError) as refused:
         Store.open(folder)
-    expected = "store schema 0099 is newer than this workbench knows (head 0004): upgrade the workbench"
+    expected = f"store schema 0099 is newer than this workbench knows (head {head_revision()}): upgrade the workbench"
     assert str(refused.value) == expected
     assert snapshot(folder) == before
 

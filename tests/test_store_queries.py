@@ -12,6 +12,8 @@ from store import bitset, queries
 from store.db import NotFoundError, StoreError
 from store.tables import Evaluation, Job, LayerRetention, Model, PruningRun
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 
 def _round_trip(store, row):
     with store.write() as session:

@@ -100,6 +100,7 @@ def _row(job: JobInfo) -> dict:
         "progress": 100 * job.progress,
         "elapsed": _elapsed(job),
         "eta_seconds": job.eta_seconds if job.status == "running" else None,
+        "host": job.host,
         "device": job.device,
         "peak_memory_bytes": job.peak_memory_bytes,
         "created_at": job.created_at,
@@ -116,6 +117,7 @@ JOB_COLUMNS = [
     Column("progress", "%", fixed(0), numeric=True),
     Column("elapsed", fmt=_duration, numeric=True),
     Column("eta_seconds", "eta", _duration, numeric=True),
+    Column("host"),
     Column("device"),
     Column("peak_memory_bytes", "peak mem", size, numeric=True),
     Column("created_at", "queued"),
@@ -135,7 +137,7 @@ def list_(args: argparse.Namespace) -> int:
     Table.of("jobs", JOB_COLUMNS, [_row(j) for j in found]).render()
     queued = jobs.count_jobs(store, "queued")
     if queued and not worker_running(store):
-        print(f"{queued} queued, and no job process runs: `workbench jobs work` runs them")
+        print(f"{queued} queued, and no job process runs on this host: `workbench jobs work` runs them")
     return 0
 
 
