@@ -29,6 +29,8 @@ from store.tables import Job, Model
 @dataclass(frozen=True)
 class CheckReport:
     integrity: tuple[str, ...]  # what SQLite's integrity_check found (empty when "ok"), or why it could not read
+    # (PostgreSQL keeps its own pages whole and always enforces references: only the schema and
+    # the files are checked there)
     schema: tuple[str, ...]  # how the database's tables differ from those of the head revision
     foreign_keys: tuple[str, ...]  # rows whose reference points at no row
     missing_files: tuple[str, ...]  # rows whose files are not there
@@ -75,9 +77,10 @@ def check(store: Store, *, fix: bool = False) -> CheckReport:
 def _check_files(
     store: Store, fix: bool, integrity: tuple[str, ...], schema: tuple[str, ...], foreign_keys: tuple[str, ...]
 ) -> CheckReport:
-    # fix sweeps under the write lock: a writer renames its folder into place and commits the
-    # row naming it inside one write transaction, so no folder is seen between the two.
-    with (store.write() if fix else store.session()) as session:
+    # fix sweeps under the write lock (taken exclusively on PostgreSQL): a writer renames its
+    # folder into place and commits the row naming it inside one write transaction, so no folder
+    # is seen between the two.
+    with (store.write(exclusive=True) if fix else store.session()) as session:
         models = session.execute(select(Model.id, Model.name, Model.path)).all()
         jobs = session.execute(select(Job.id, Job.status, Job.log_path).where(Job.log_path.is_not(None))).all()
         missing = [

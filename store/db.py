@@ -54,7 +54,9 @@ BUSY_TIMEOUT_S = 30
 MIN_FREE_BYTES = 1 << 20  # less free space than this and a store opens read-only: SQLite could not even map its -shm
 MIGRATIONS = Path(__file__).with_name("migrations")
 REVISION_FILE = re.compile(r"(\d{4})_\w+\.py")  # migrations/versions/0003_job_device_memory.py: revision 0003
-_IMMEDIATE = "workbench_begin_immediate"  # execution option the "begin" event reads: "shared" or "exclusive"
+# Execution option the "begin" event reads: on SQLite any value begins IMMEDIATE; on PostgreSQL
+# "shared" and "exclusive" take WRITERS_LOCK so, and "schema" nothing (_lock_for_migration does).
+_IMMEDIATE = "workbench_begin_immediate"
 WRITE_SESSION = "workbench_write"  # Session.info key marking sessions from Store.write()
 STORE_ID_FILE = "store-id"  # in a URL store's files folder: the id its database records
 # PostgreSQL advisory lock keys (any two 64-bit numbers no other program uses on the store's database).
@@ -464,7 +466,7 @@ def _engine(where: _Location, *, for_migration: bool = False, read_only: bool = 
             @event.listens_for(engine, "begin")
             def begin_postgresql(connection: Connection) -> None:
                 how = connection.get_execution_options().get(_IMMEDIATE)
-                if how:  # see the module's docstring
+                if how in ("shared", "exclusive"):  # see the module's docstring
                     lock = "pg_advisory_xact_lock" if how == "exclusive" else "pg_advisory_xact_lock_shared"
                     connection.exec_driver_sql(f"SELECT {lock}({WRITERS_LOCK})")
 
@@ -511,22 +513,22 @@ def _explain_errors(engine: Engine, where: _Location) -> None:
     def explain(context: Any) -> StoreError | None:
         error = context.original_exception
         said = str(error).lower()
+        first = (str(error).strip() or type(error).__name__).splitlines()[0]  # PostgreSQL adds lines of context
         if where.db_file is None and context.connection is None and not context.is_pre_ping:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             return StoreError(f"cannot connect to the store database {where.shown}: {first}")
         if "readonly database" in said or "read-only" in said:
             return StoreError(f"the store {where.root} is read-only: it can be read, not written")
         if "disk is full" in said or "no space left" in said or (
             "disk i/o error" in said and _disk_full(where.db_file.parent if where.db_file else where.root)
         ):
-            return StoreError(f"the disk holding the store database {where.shown} is full ({error})")
+            return StoreError(f"the disk holding the store database {where.shown} is full ({first})")
         if any(word in said for word in _DAMAGE):
             return StoreError(
-                f"the store database {where.shown} is damaged ({error}): `workbench store check` reports what"
+                f"the store database {where.shown} is damaged ({first}): `workbench store check` reports what"
             )
         if any(word in said for word in _UNLIKE_SCHEMA) or type(error).__name__ in _UNLIKE_SCHEMA_ERRORS:
             return StoreError(
-                f"the store database {where.shown} lacks part of the workbench schema ({error}): "
+                f"the store database {where.shown} lacks part of the workbench schema ({first}): "
                 "`workbench store check` reports what"
             )
         return None
@@ -549,7 +551,7 @@ def _migrate(where: _Location, create: bool) -> None:
     shown = where.url.render_as_string(hide_password=True)
     try:
         with engine.connect() as connection:
-            connection.execution_options(**{_IMMEDIATE: "exclusive"})
+            connection.execution_options(**{_IMMEDIATE: "schema"})
             with connection.begin():
                 _lock_for_migration(connection)
                 current = _current_revision(connection)
@@ -615,7 +617,7 @@ def _files_folder(engine: Engine, where: _Location, *, read_only: bool) -> _Loca
         if read_only:
             return where
         with engine.connect() as connection:
-            connection.execution_options(**{_IMMEDIATE: "exclusive"})
+            connection.execution_options(**{_IMMEDIATE: "schema"})
             with connection.begin():
                 _lock_for_migration(connection)
                 settings = recorded(connection)
