@@ -9,7 +9,7 @@ from sqlalchemy import text
 from store_fixtures import add_model, model_row, snapshot
 
 from store import queries
-from store.db import DB_FILE, Store, StoreError, head_revision
+from store.db import DB_FILE, STORE_ID_FILE, Store, StoreError, head_revision
 
 
 def test_a_new_store_is_a_folder_with_the_database_and_artifacts(tmp_path):
@@ -179,3 +179,37 @@ def test_an_artifact_appears_whole_under_its_kind_or_not_at_all(store):
 def test_an_artifact_kind_is_a_plain_name(store, kind):
     with pytest.raises(ValueError), store.new_artifact(kind):
         pass
+
+
+@pytest.mark.backends("postgresql")
+def test_a_database_store_records_its_files_folder_so_other_hosts_need_not_be_told(location, tmp_path, monkeypatch):
+    files = tmp_path / "store"  # (the location fixture's $WORKBENCH_ARTIFACTS)
+    with Store.open(location) as store:
+        add_model(store, "m")
+        assert store.root == files and (files / STORE_ID_FILE).is_file()
+    monkeypatch.delenv("WORKBENCH_ARTIFACTS")
+    with Store.open(location) as store:  # a host told nothing finds the folder the database records
+        assert store.root == files and store.model_path(queries.get_model(store, "m")).is_dir()
+        assert store.environment()["WORKBENCH_ARTIFACTS"] == str(files)  # what its job processes are told
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(tmp_path / "elsewhere"))  # e.g. a mount point that is empty
+    with pytest.raises(StoreError, match=r"elsewhere \(so says \$WORKBENCH_ARTIFACTS\) holds no store's files"):
+        Store.open(location)
+    monkeypatch.delenv("WORKBENCH_ARTIFACTS")
+    files.rename(tmp_path / "moved")  # a host where the folder is not mounted
+    with pytest.raises(StoreError, match=r"are in \S+/store \(so says its database\), which is not on this host"):
+        Store.open(location)
+    assert not files.exists()  # not made anew behind the user's back
+    monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(tmp_path / "moved"))  # mounted elsewhere on this host
+    with Store.open(location) as store:
+        assert store.model_path(queries.get_model(store, "m")).is_dir()
+
+
+@pytest.mark.backends("postgresql")
+def test_a_new_database_store_refuses_a_folder_holding_another_stores_files(location, postgres, tmp_path, monkeypatch):
+    Store.open(location).close()
+    other = postgres.new_database()
+    with pytest.raises(StoreError, match="is not empty and holds no workbench store"):
+        Store.open(other)  # (the same $WORKBENCH_ARTIFACTS)
+    postgres.drop_database(other)
