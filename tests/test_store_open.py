@@ -210,6 +210,6 @@ def test_a_database_store_records_its_files_folder_so_other_hosts_need_not_be_to
 def test_a_new_database_store_refuses_a_folder_holding_another_stores_files(location, postgres, tmp_path, monkeypatch):
     Store.open(location).close()
     other = postgres.new_database()
-    with pytest.raises(StoreError, match="is not empty and holds no workbench store"):
+    with pytest.raises(StoreError, match="holds artifacts/ but its database .* is missing or empty"):
         Store.open(other)  # (the same $WORKBENCH_ARTIFACTS)
     postgres.drop_database(other)
