@@ -171,7 +171,7 @@ def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int
         # that would let a concurrent claim move it first (then the next one is tried).
         while (candidate := session.scalar(queued)) is not None:
             now = utcnow()
-            log = f"{ARTIFACTS}/{LOGS}/job-{candidate}.log"
+            log = log_relpath(candidate)
             moved = session.execute(
                 update(Job)
                 .where(Job.id == candidate, Job.status == "queued")
@@ -194,6 +194,11 @@ def _host_has_room(session: Session, host: str, max_running: int) -> bool:
         session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"workbench claim on {host}", 0))))
     running = session.scalar(select(func.count(Job.id)).where(Job.status == "running", Job.host == host))
     return (running or 0) < max_running
+
+
+def log_relpath(job_id: int) -> str:
+    """Where job `job_id` logs, relative to the store folder (Job.log_path)."""
+    return f"{ARTIFACTS}/{LOGS}/job-{job_id}.log"
 
 
 def fail_orphans(session: Session) -> list[int]:
