@@ -89,7 +89,8 @@ def test_a_copy_is_refused_before_anything_is_written(store, tmp_path, capsys):
     before = snapshot(target)
     assert main(["store", "copy", store.location, str(target)]) == 2
     out, err = capsys.readouterr()
-    assert err.startswith("workbench: error: the target") and "already holds rows (1 in model)" in err and "--merge" in err
+    assert err.startswith("workbench: error: the target") and "already holds rows (1 in model)" in err
+    assert "--merge" in err
     assert err.count("\n") == 1 and snapshot(target) == before
 
     jobs.claim(store, 4321, job_id=ids["eval_job"])  # now a job runs in the source
