@@ -208,7 +208,7 @@ def test_jobs_list_show_and_log_read_the_rows(store, capsys):
     assert listed[1]["device"] == "cpu" and listed[1]["result"]["run_id"] == 7
     assert main(["--store", root, "jobs", "list"]) == 0
     text = capsys.readouterr().out
-    assert "some-model ppm 25%" in text and "3.0 MiB" in text
+    assert "some-model ppm 25%" in text and "3.0 MiB" in text and f" {host_name()} " in text  # where it ran
     assert "1 queued, and no job process runs" in text
     assert main(["--store", root, "jobs", "show", str(done)]) == 0
     text = capsys.readouterr().out

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -10,6 +14,8 @@ from store_fixtures import add_model, model_row, snapshot
 
 from store import queries
 from store.db import DB_FILE, STORE_ID_FILE, Store, StoreError, head_revision
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_a_new_store_is_a_folder_with_the_database_and_artifacts(tmp_path):
@@ -213,3 +219,17 @@ def test_a_new_database_store_refuses_a_folder_holding_another_stores_files(loca
     with pytest.raises(StoreError, match="holds artifacts/ but its database .* is missing or empty"):
         Store.open(other)  # (the same $WORKBENCH_ARTIFACTS)
     postgres.drop_database(other)
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("postgresql://someone@dbhost/workbench", "a PostgreSQL store needs the psycopg driver, which is not installed: "
+                                              "pip install 'width-pruning-workbench[postgres]'"),
+    ("postgresql+psycopg2://someone@dbhost/workbench", "the driver of postgresql+psycopg2:// URLs is not installed"),
+])  # fmt: skip
+def test_a_url_whose_driver_is_missing_gets_one_line_naming_the_extra(url, said, tmp_path):
+    hide_psycopg = "import sys; sys.modules['psycopg'] = None; from workbench.cli.main import main; sys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", hide_psycopg, "--store", url, "models", "list"], capture_output=True,
+                          text=True, env=os.environ | {"PYTHONPATH": str(REPO)}, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"workbench: error: {said}")
+    assert list(tmp_path.iterdir()) == []
