@@ -99,14 +99,15 @@ def pytest_configure(config):
 
 
 def pytest_generate_tests(metafunc):
-    if "backend" in metafunc.fixturenames:
-        marker = metafunc.definition.get_closest_marker("backends")
-        metafunc.parametrize("backend", marker.args if marker else ("sqlite",), indirect=True)
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", marker.args, indirect=True)
 
 
 @pytest.fixture
 def backend(request) -> str:
-    return request.param
+    """The store backend: "sqlite" unless the test is marked with several (then its ids say which)."""
+    return getattr(request, "param", "sqlite")
 
 
 @pytest.fixture(scope="session")
