@@ -113,6 +113,11 @@ def _copy(source: Store, target: Store, merge: bool, say: Callable[[str], None])
                 shutil.rmtree(staged.folder, ignore_errors=True)
                 raise
     shutil.rmtree(staged.folder, ignore_errors=True)
+    if target.engine.dialect.name == "postgresql":
+        # Statistics for the planner now, not when autovacuum gets to it: the TUI's queries on
+        # freshly loaded tables plan blind and run 10-70x slower (bench/store_queries.py).
+        with target.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     _verify(target, plans, expected, counts, target_rows)
     after = check(target)
     new = [p for p in after.problems if before is None or p not in before.problems]
