@@ -24,26 +24,25 @@ pytestmark = pytest.mark.backends("sqlite", "postgresql")
 LIMIT_S = 240  # generous: the machine may be busy; nothing here asserts on speed
 
 
-def start(location, folder: Path, hosts: list[str], hang: dict[int, Path] | None = None):
-    """One `work` process per host named (a host may be named twice); they start on one signal."""
-    go = folder / "go"
+def start(location, folder: Path, hosts: list[str], hang: Path | None = None, first: int = 0):
+    """One `work` process per host named (a host may be named twice), numbered from `first`; they
+    start on one signal. With `hang`, the first of them hangs in its first job."""
+    go = folder / f"go-{first}"
     processes = [
-        jobs_helper.run("work", str(location), str(go), str(folder / f"out-{i}"), host,
-                        *([str(hang[i])] if hang and i in hang else []))
+        jobs_helper.run("work", str(location), str(go), str(folder / f"out-{first + i}"), host,
+                        *([str(hang)] if hang and i == 0 else []))
         for i, host in enumerate(hosts)
     ]  # fmt: skip
     go.touch()
     return processes
 
 
-def finished(processes, folder: Path, skip: tuple[int, ...] = ()) -> list[dict]:
+def finished(processes, folder: Path, first: int = 0) -> list[dict]:
     outputs = []
     for i, process in enumerate(processes):
-        if i in skip:
-            continue
         _, err = process.communicate(timeout=LIMIT_S)
         assert process.returncode == 0, err
-        outputs.append(json.loads((folder / f"out-{i}").read_text()))
+        outputs.append(json.loads((folder / f"out-{first + i}").read_text()))
     return outputs
 
 
@@ -80,17 +79,19 @@ def test_a_process_killed_mid_job_leaves_it_interrupted_the_others_done_and_it_r
         add_model(store, "base")
         ids = [jobs.add_job(store, "prune", {}) for _ in range(40)]
     hanging = tmp_path / "hanging"
-    # The one killed runs on this host, where its job is judged by its pid once its heartbeat is old.
-    processes = start(location, tmp_path, ["gpu-a", "gpu-a", "gpu-b", host_name()], hang={3: hanging})
+    # The one killed runs on this host, where its job is judged by its pid once its heartbeat is old;
+    # it claims its job before the others start.
+    [victim_process] = start(location, tmp_path, [host_name()], hang=hanging)
     deadline = time.monotonic() + LIMIT_S
     while not hanging.exists():
-        assert processes[3].poll() is None, processes[3].communicate()
+        assert victim_process.poll() is None, victim_process.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.01)
     victim = int(hanging.read_text())
-    os.kill(processes[3].pid, signal.SIGKILL)  # mid-job: its row flushed, not committed
-    processes[3].wait()
-    outputs = finished(processes, tmp_path, skip=(3,))
+    others = start(location, tmp_path, ["gpu-a", "gpu-a", "gpu-b"], first=1)
+    os.kill(victim_process.pid, signal.SIGKILL)  # mid-job (its row flushed, not committed), the others busy
+    victim_process.wait()
+    outputs = finished(others, tmp_path, first=1)
     assert sorted(i for out in outputs for i in out["ids"]) == [i for i in ids if i != victim]
 
     while True:  # interrupted once its heartbeat is no longer fresh (FRESH_S) and its pid is gone
@@ -100,7 +101,7 @@ def test_a_process_killed_mid_job_leaves_it_interrupted_the_others_done_and_it_r
             break
         assert time.monotonic() < deadline, "never declared dead"
         time.sleep(0.5)
-    assert job.status == "interrupted" and f"pid {processes[3].pid}" in job.error
+    assert job.status == "interrupted" and f"pid {victim_process.pid}" in job.error
     with Store.open(location) as store:
         assert evaluations_by_job(store) == {i: 1 for i in ids if i != victim}  # its row went with it
         assert {j.status for j in jobs.list_jobs(store) if j.id != victim} == {"done"}
