@@ -153,9 +153,9 @@ def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int
     unless `max_running` jobs already run on this host. Its log file exists when this returns."""
     host = host_name()
     with store.write() as session:
-        fail_orphans(session)
         if max_running is not None and not _host_has_room(session, host, max_running):
-            return None
+            return None  # (first: a busy host asks nothing more)
+        fail_orphans(session)
         waited = aliased(Job)
         queued = (
             select(Job.id)

@@ -25,7 +25,7 @@ from store.db import Store, host_name
 from store.tables import Job, utcnow
 from workbench.cli.main import main
 from workbench.errors import UserError
-from workbench.jobs import submit
+from workbench.jobs import submit, worker_running
 from workbench.spec import PruneSpec
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
@@ -236,3 +236,17 @@ def test_a_model_that_cannot_fit_fails_its_job_before_loading_and_says_the_numbe
         job = jobs.get_job(store, 1)
         assert job.status == "failed" and job.result == {"error_type": "UserError"} and job.device is not None
         assert queries.list_models(store) == []  # refused before anything was read or imported
+
+
+def test_the_worker_lock_is_per_host_so_hosts_sharing_a_folder_each_run_their_own(store):
+    import fcntl
+
+    from workbench.jobs.worker import lock_path
+
+    assert lock_path(store) == store.root / f"worker.{host_name()}.lock"
+    with (store.root / "worker.other-host.lock").open("a") as elsewhere:
+        fcntl.flock(elsewhere, fcntl.LOCK_SH)  # a worker on another host that mounts the same folder
+        assert not worker_running(store)
+        with lock_path(store).open("a") as here:
+            fcntl.flock(here, fcntl.LOCK_SH)
+            assert worker_running(store)
