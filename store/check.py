@@ -4,8 +4,8 @@ head revision), rows pointing at missing files, and files under artifacts/ that 
 
 Every entry under artifacts/ belongs to a row: artifacts/<kind>/<name> is claimed by a model whose
 path is in it, or by a job whose log path is in it; a new kind of artifact adds its column to
-`_claimed`. Folders under artifacts/tmp belong to the process that is writing them (see
-db.temp_name); once that process is gone they are orphans too.
+`claimed_entries` (which `store copy` reads too). Folders under artifacts/tmp belong to the
+process that is writing them (see db.temp_name); once that process is gone they are orphans too.
 
 `fix` removes orphans only, and only from a database that is whole: in a damaged one (integrity or
 schema) a row that claims a folder may be unreadable, so its folder would look like an orphan.
@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from sqlalchemy import select
 from sqlalchemy.exc import DatabaseError
+from sqlmodel import Session
 
 from store.db import ARTIFACTS, TMP, Store, StoreError, temp_name, temp_owner_alive
 from store.tables import Job, Model
@@ -29,6 +30,8 @@ from store.tables import Job, Model
 @dataclass(frozen=True)
 class CheckReport:
     integrity: tuple[str, ...]  # what SQLite's integrity_check found (empty when "ok"), or why it could not read
+    # (PostgreSQL keeps its own pages whole and always enforces references: only the schema and
+    # the files are checked there)
     schema: tuple[str, ...]  # how the database's tables differ from those of the head revision
     foreign_keys: tuple[str, ...]  # rows whose reference points at no row
     missing_files: tuple[str, ...]  # rows whose files are not there
@@ -75,9 +78,10 @@ def check(store: Store, *, fix: bool = False) -> CheckReport:
 def _check_files(
     store: Store, fix: bool, integrity: tuple[str, ...], schema: tuple[str, ...], foreign_keys: tuple[str, ...]
 ) -> CheckReport:
-    # fix sweeps under the write lock: a writer renames its folder into place and commits the
-    # row naming it inside one write transaction, so no folder is seen between the two.
-    with (store.write() if fix else store.session()) as session:
+    # fix sweeps under the write lock (taken exclusively on PostgreSQL): a writer renames its
+    # folder into place and commits the row naming it inside one write transaction, so no folder
+    # is seen between the two.
+    with (store.write(exclusive=True) if fix else store.session()) as session:
         models = session.execute(select(Model.id, Model.name, Model.path)).all()
         jobs = session.execute(select(Job.id, Job.status, Job.log_path).where(Job.log_path.is_not(None))).all()
         missing = [
@@ -90,12 +94,7 @@ def _check_files(
             for id_, status, log in jobs
             if status != "queued" and not (store.root / log).exists()  # a queued job has no log yet
         ]
-        claimed = {_entry(PurePosixPath(path)) for _, _, path in models}
-        for _, _, log in jobs:
-            parts = PurePosixPath(log).parts
-            if parts[:1] == (ARTIFACTS,):
-                claimed.add(_entry(PurePosixPath(*parts[1:])))
-        orphans, in_progress = _unclaimed(store.artifacts, claimed)
+        orphans, in_progress = _unclaimed(store.artifacts, claimed_entries(session))
         # Moved aside under the lock (a rename, fast); deleted after it is released.
         doomed = [_move_aside(store.artifacts, o) for o in orphans] if fix else []
     for path in doomed:
@@ -109,6 +108,17 @@ def _check_files(
         in_progress=tuple(in_progress),
         removed=tuple(orphans) if fix else (),
     )
+
+
+def claimed_entries(session: Session) -> set[str]:
+    """The entries under artifacts/ that rows claim (`<kind>/<name>`, relative to artifacts/):
+    what a store's files are (store.copy copies them)."""
+    claimed = {_entry(PurePosixPath(path)) for path in session.scalars(select(Model.path))}
+    for log in session.scalars(select(Job.log_path).where(Job.log_path.is_not(None))):
+        parts = PurePosixPath(log).parts
+        if parts[:1] == (ARTIFACTS,):
+            claimed.add(_entry(PurePosixPath(*parts[1:])))
+    return claimed
 
 
 def _database_checks(store: Store) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -1,15 +1,23 @@
 """Opening a store: where it is, its SQLite set-up, schema migrations, and artifact folders.
 
 A store is a folder holding `workbench.sqlite` and `artifacts/` (model files live in
-`artifacts/models/<unique name>`). The database may instead be any SQLAlchemy URL (e.g.
-`postgresql://...`); the files of such a store go in the folder `$WORKBENCH_ARTIFACTS` names, else
-in `<user data folder>/url-stores/<backend>-<digest of the URL>`, laid out like a store folder.
+`artifacts/models/<unique name>`). The database may instead be a SQLAlchemy URL (`postgresql://...`
+for a store several hosts share). The files of such a store go in a folder laid out like a store
+folder: the one `$WORKBENCH_ARTIFACTS` names, else the one recorded in the database when the store
+was created (so every host that mounts it at the same path finds it without being told), else
+`<user data folder>/url-stores/<backend>-<digest of the URL>`. A `store-id` file there, matching the
+database's, shows it is this store's folder: a host where the folder is not mounted is refused
+instead of quietly writing models that no other host sees.
 
 Transactions: read through `store.session()`, write through `store.write()`. On SQLite a write
 transaction begins IMMEDIATE, taking the write lock up front (waiting up to the busy timeout for
 another writer) instead of upgrading a read snapshot later, which SQLite refuses at once with
 "database is locked" whenever another process committed in between. So two processes writing at
 once take turns and never fail. A write made through `store.session()` has no such guarantee.
+PostgreSQL has many writers at once, each locking the rows it changes (store.jobs claims with
+`FOR UPDATE SKIP LOCKED`); a write transaction there takes only a shared advisory lock, which
+`store.write(exclusive=True)` (the orphan sweep of `store check --fix`) takes exclusively, so that
+the sweep never sees a model folder renamed into place whose row is not yet committed.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache, partial
 from pathlib import Path
@@ -31,11 +39,13 @@ from typing import Any, Protocol
 
 import platformdirs
 import psutil
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, inspect, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
+
+from store.tables import Setting
 
 DB_FILE = "workbench.sqlite"
 ARTIFACTS = "artifacts"
@@ -44,8 +54,14 @@ BUSY_TIMEOUT_S = 30
 MIN_FREE_BYTES = 1 << 20  # less free space than this and a store opens read-only: SQLite could not even map its -shm
 MIGRATIONS = Path(__file__).with_name("migrations")
 REVISION_FILE = re.compile(r"(\d{4})_\w+\.py")  # migrations/versions/0003_job_device_memory.py: revision 0003
-_IMMEDIATE = "workbench_begin_immediate"  # execution option the "begin" event reads
+# Execution option the "begin" event reads: on SQLite any value begins IMMEDIATE; on PostgreSQL
+# "shared" and "exclusive" take WRITERS_LOCK so, and "schema" nothing (_lock_for_migration does).
+_IMMEDIATE = "workbench_begin_immediate"
 WRITE_SESSION = "workbench_write"  # Session.info key marking sessions from Store.write()
+STORE_ID_FILE = "store-id"  # in a URL store's files folder: the id its database records
+# PostgreSQL advisory lock keys (any two 64-bit numbers no other program uses on the store's database).
+WRITERS_LOCK = 0x776F726B62656E01  # shared by write transactions, exclusive for check --fix's sweep
+MIGRATION_LOCK = 0x776F726B62656E02  # one process at a time migrates or records the settings
 
 
 class StoreError(Exception):
@@ -101,19 +117,23 @@ class Store:
     _writer: Engine = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._writer = self.engine.execution_options(**{_IMMEDIATE: True})
+        self._writer = self.engine.execution_options(**{_IMMEDIATE: "shared"})
 
     @classmethod
-    def open(cls, location: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+    def open(
+        cls, location: str | os.PathLike[str] | None = None, *, create: bool = True,
+        files: str | os.PathLike[str] | None = None,
+    ) -> Store:
         """The store at a folder or database URL, else $WORKBENCH_STORE, else the user data folder.
 
         A missing store is created (unless `create` is false), only in a new or empty folder, and an
         older schema upgraded. Anything that is not a store, a store whose database is missing or
         empty beside its artifacts/ (damaged), or a schema newer than this code, is refused with
         StoreError before a byte of it is written. A SQLite store this process cannot write (a
-        read-only mount, a full disk) opens for reading, and refuses writes in one line.
+        read-only mount, a full disk) opens for reading, and refuses writes in one line. `files`
+        is the folder of a URL store's files, in place of $WORKBENCH_ARTIFACTS.
         """
-        where = _locate(location)
+        where = _locate(location, files)
         root_existed = where.root.exists()
         revision = _inspect_sqlite(where, create) if where.db_file is not None else None
         database = where.db_file
@@ -127,6 +147,8 @@ class Store:
         try:
             if not read_only and (where.db_file is None or revision != head_revision()):
                 _migrate(where, create)
+            if where.is_url:
+                where = _files_folder(engine, where, read_only=bool(read_only))
             artifacts = where.root / ARTIFACTS
             if not read_only:
                 artifacts.mkdir(parents=True, exist_ok=True)
@@ -156,6 +178,24 @@ class Store:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
+    @property
+    def location(self) -> str:
+        """What --store or $WORKBENCH_STORE must say for another process to open this store: its
+        folder, else its database URL with the password (pass it in the environment, never on a
+        command line)."""
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database == str(self.root / DB_FILE):
+            return str(self.root)
+        return url.render_as_string(hide_password=False)
+
+    def environment(self) -> dict[str, str]:
+        """The environment variables that open this very store in another process (a job process,
+        a worker), its files folder included."""
+        found = {"WORKBENCH_STORE": self.location}
+        if self.location != str(self.root):
+            found["WORKBENCH_ARTIFACTS"] = str(self.root)
+        return found
+
     def session(self) -> Session:
         """A session for reading (use it as a context manager)."""
         return Session(self.engine)
@@ -165,11 +205,14 @@ class Store:
             raise StoreError(f"the store {self.root} {self.read_only}: it can be read, not written")
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, *, exclusive: bool = False) -> Iterator[Session]:
         """A session whose transaction holds the write lock from its start; commits at the end of
-        the block, rolls back on an exception. Rows stay readable after it (no expiry)."""
+        the block, rolls back on an exception. Rows stay readable after it (no expiry). On
+        PostgreSQL writers run at once; `exclusive` waits for every other write transaction to end
+        and holds new ones off until this one ends (SQLite's write lock always does)."""
         self.require_writable()
-        with Session(self._writer, expire_on_commit=False, info={WRITE_SESSION: True}) as session:
+        writer = self.engine.execution_options(**{_IMMEDIATE: "exclusive"}) if exclusive else self._writer
+        with Session(writer, expire_on_commit=False, info={WRITE_SESSION: True}) as session:
             yield session
             session.commit()
 
@@ -257,6 +300,8 @@ class _Location:
     url: URL
     root: Path
     db_file: Path | None  # the SQLite file, when the database is one
+    is_url: bool = False  # a database URL: `root` is its files folder
+    root_given: bool = False  # a URL store's files folder named by $WORKBENCH_ARTIFACTS (or Store.open's `files`)
 
     @property
     def shown(self) -> str:
@@ -265,7 +310,7 @@ class _Location:
         return self.url.render_as_string(hide_password=True)
 
 
-def _locate(location: str | os.PathLike[str] | None) -> _Location:
+def _locate(location: str | os.PathLike[str] | None, files: str | os.PathLike[str] | None = None) -> _Location:
     if location is None:
         location = os.environ.get("WORKBENCH_STORE") or platformdirs.user_data_dir("workbench")
     text = os.fspath(location)
@@ -279,7 +324,7 @@ def _locate(location: str | os.PathLike[str] | None) -> _Location:
         return _Location(URL.create("sqlite", database=str(root / DB_FILE)), root, root / DB_FILE)
     try:
         url = make_url(text)
-        if url.drivername == "postgresql":  # the driver the `postgres` extra installs, not SQLAlchemy's default
+        if url.drivername in ("postgresql", "postgres"):  # the driver the `postgres` extra installs
             url = url.set(drivername="postgresql+psycopg")
         url.get_dialect()  # a dialect SQLAlchemy lacks (a plugin not installed) is refused here
     except NoSuchModuleError:  # (an ArgumentError too)
@@ -287,7 +332,7 @@ def _locate(location: str | os.PathLike[str] | None) -> _Location:
                          "URLs: a store URL is sqlite:///FILE or postgresql://...") from None
     except ArgumentError:
         raise StoreError(f"{text!r} is neither a folder nor a database URL") from None
-    files = os.environ.get("WORKBENCH_ARTIFACTS")
+    files = files or os.environ.get("WORKBENCH_ARTIFACTS")
     if files:
         root = Path(files).expanduser().absolute()
     else:
@@ -295,10 +340,10 @@ def _locate(location: str | os.PathLike[str] | None) -> _Location:
         name = f"{url.get_backend_name()}-{digest[:12]}"
         root = Path(platformdirs.user_data_dir("workbench")) / "url-stores" / name
     if url.get_backend_name() != "sqlite":
-        return _Location(url, root, None)
+        return _Location(url, root, None, True, bool(files))
     if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
         raise StoreError("an in-memory SQLite database cannot hold a store: give a file or a folder")
-    return _Location(url, root, Path(url.database).expanduser().absolute())
+    return _Location(url, root, Path(url.database).expanduser().absolute(), True, bool(files))
 
 
 def _inspect_sqlite(where: _Location, create: bool) -> str | None:
@@ -442,9 +487,18 @@ def _engine(where: _Location, *, for_migration: bool = False, read_only: bool = 
     if url.get_backend_name() != "sqlite":
         try:
             engine = create_engine(url, pool_pre_ping=True, **pool)
-        except ModuleNotFoundError as e:
+        except ImportError as e:
             raise StoreError(_missing_driver(url, e)) from None
         _explain_errors(engine, where)
+        if url.get_backend_name() == "postgresql":
+
+            @event.listens_for(engine, "begin")
+            def begin_postgresql(connection: Connection) -> None:
+                how = connection.get_execution_options().get(_IMMEDIATE)
+                if how in ("shared", "exclusive"):  # see the module's docstring
+                    lock = "pg_advisory_xact_lock" if how == "exclusive" else "pg_advisory_xact_lock_shared"
+                    connection.exec_driver_sql(f"SELECT {lock}({WRITERS_LOCK})")
+
         return engine
     if read_only:
         assert where.db_file is not None
@@ -477,6 +531,7 @@ def _engine(where: _Location, *, for_migration: bool = False, read_only: bool = 
 # What SQLite says when a store's database is damaged, or is not at the schema this code reads.
 _DAMAGE = ("malformed", "file is not a database", "disk i/o error")
 _UNLIKE_SCHEMA = ("no such table", "no such column")
+_UNLIKE_SCHEMA_ERRORS = ("UndefinedTable", "UndefinedColumn")  # psycopg's error classes for the same
 
 
 def _explain_errors(engine: Engine, where: _Location) -> None:
@@ -487,29 +542,35 @@ def _explain_errors(engine: Engine, where: _Location) -> None:
     def explain(context: Any) -> StoreError | None:
         error = context.original_exception
         said = str(error).lower()
+        first = (str(error).strip() or type(error).__name__).splitlines()[0]  # PostgreSQL adds lines of context
+        if where.db_file is None and context.connection is None and not context.is_pre_ping:
+            return StoreError(f"cannot connect to the store database {where.shown}: {first}")
         if "readonly database" in said or "read-only" in said:
             return StoreError(f"the store {where.root} is read-only: it can be read, not written")
         if "disk is full" in said or "no space left" in said or (
             "disk i/o error" in said and _disk_full(where.db_file.parent if where.db_file else where.root)
         ):
-            return StoreError(f"the disk holding the store database {where.shown} is full ({error})")
+            return StoreError(f"the disk holding the store database {where.shown} is full ({first})")
         if any(word in said for word in _DAMAGE):
             return StoreError(
-                f"the store database {where.shown} is damaged ({error}): `workbench store check` reports what"
+                f"the store database {where.shown} is damaged ({first}): `workbench store check` reports what"
             )
-        if any(word in said for word in _UNLIKE_SCHEMA):
+        if any(word in said for word in _UNLIKE_SCHEMA) or type(error).__name__ in _UNLIKE_SCHEMA_ERRORS:
             return StoreError(
-                f"the store database {where.shown} lacks part of the workbench schema ({error}): "
+                f"the store database {where.shown} lacks part of the workbench schema ({first}): "
                 "`workbench store check` reports what"
             )
         return None
 
 
-def _missing_driver(url: URL, error: ModuleNotFoundError) -> str:
+def _missing_driver(url: URL, error: ImportError) -> str:
+    extra = "pip install 'width-pruning-workbench[postgres]'"
+    if url.drivername == "postgresql+psycopg":
+        return f"a PostgreSQL store needs the psycopg driver, which is not installed: {extra}"
     if url.get_backend_name() == "postgresql":
-        return (f"a PostgreSQL store needs its driver ({error.name} is not installed): "
-                "pip install width-pruning-workbench[postgres]")
-    return f"the database driver for {url.drivername} is not installed (no module {error.name!r}): install it"
+        return (f"the driver of {url.drivername}:// URLs is not installed ({error}): install it, or write "
+                f"postgresql:// for psycopg ({extra})")
+    return f"the database driver for {url.drivername} is not installed ({error}): install it"
 
 
 def _migrate(where: _Location, create: bool) -> None:
@@ -519,8 +580,9 @@ def _migrate(where: _Location, create: bool) -> None:
     shown = where.url.render_as_string(hide_password=True)
     try:
         with engine.connect() as connection:
-            connection.execution_options(**{_IMMEDIATE: True})
+            connection.execution_options(**{_IMMEDIATE: "schema"})
             with connection.begin():
+                _lock_for_migration(connection)
                 current = _current_revision(connection)
                 _require_known(current, shown)
                 if current == head_revision():
@@ -557,3 +619,60 @@ def _current_revision(connection: Connection) -> str | None:
         return None
     row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
     return row[0] if row else None
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    """Hold off other processes migrating the schema or recording the settings until this
+    transaction ends (SQLite's write lock already does)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+
+
+_FILES = "files"  # setting: the folder of a URL store's files, as the host that created the store saw it
+_STORE_ID = "store_id"  # setting: the id the store-id file in that folder holds
+
+
+def _files_folder(engine: Engine, where: _Location, *, read_only: bool) -> _Location:
+    """Where a URL store keeps its files: $WORKBENCH_ARTIFACTS (or `files`), else the folder the
+    database records. A store without that record (new, or made by an older workbench) records
+    the folder it is opened with, and a new store-id file there, in a transaction holding off
+    any other process doing the same. StoreError when the folder found is not this store's."""
+    def recorded(connection: Connection) -> dict[str, str]:
+        return dict(connection.execute(select(Setting.key, Setting.value)).all())
+
+    with engine.connect() as connection:
+        settings = recorded(connection)
+    if not settings.get(_STORE_ID):
+        if read_only:
+            return where
+        with engine.connect() as connection:
+            connection.execution_options(**{_IMMEDIATE: "schema"})
+            with connection.begin():
+                _lock_for_migration(connection)
+                settings = recorded(connection)
+                if not settings.get(_STORE_ID):
+                    marker = where.root / STORE_ID_FILE
+                    if marker.exists():
+                        raise StoreError(f"{where.root} holds the files of another store (it has a {STORE_ID_FILE} "
+                                         f"file), not those of {where.shown}: give the store a folder of its own")
+                    settings = {_FILES: str(where.root), _STORE_ID: secrets.token_hex(16)}
+                    where.root.mkdir(parents=True, exist_ok=True)
+                    marker.write_text(settings[_STORE_ID] + "\n")
+                    connection.execute(delete(Setting).where(Setting.key.in_(list(settings))))
+                    connection.execute(insert(Setting), [{"key": k, "value": v} for k, v in settings.items()])
+    root = where.root if where.root_given else Path(settings.get(_FILES, str(where.root)))
+    how = "$WORKBENCH_ARTIFACTS" if where.root_given else "its database"
+    marker = root / STORE_ID_FILE
+    if not root.is_dir():
+        raise StoreError(
+            f"the files of the store {where.shown} are in {root} (so says {how}), which is not on this host: "
+            "mount that folder there, or set WORKBENCH_ARTIFACTS to where it is mounted"
+        )
+    found = marker.read_text().strip() if marker.is_file() else None
+    if found != settings[_STORE_ID]:
+        whose = "another store's" if found else "no store's"
+        raise StoreError(
+            f"{root} (so says {how}) holds {whose} files, not those of the store {where.shown} (its {STORE_ID_FILE} "
+            f"file {'differs' if found else 'is missing'}): set WORKBENCH_ARTIFACTS to the folder that holds them"
+        )
+    return replace(where, root=root)

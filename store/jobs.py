@@ -4,9 +4,13 @@ A job moves queued -> running -> done | failed | cancelled | interrupted; a queu
 cancelled before it starts. Every change a job process makes to its row is conditional on the
 row still being `running`, so a job that was cancelled or declared dead is never brought back.
 
-Claiming takes the write lock (BEGIN IMMEDIATE on SQLite) and moves the row with
-`UPDATE ... WHERE status = 'queued'`, so two processes never claim the same job; the lock also
-makes the per-host limit on running jobs exact.
+Claiming moves the oldest claimable row with `UPDATE ... WHERE status = 'queued'`, so two
+processes never claim the same job. On SQLite the claim holds the write lock (BEGIN IMMEDIATE),
+which makes the per-host limit on running jobs exact too. On PostgreSQL, where processes on many
+hosts claim at once, the claim locks the candidate row with `SELECT ... FOR UPDATE SKIP LOCKED`
+(a row another claim holds is passed over, not waited for), and claims on one host take turns
+on a transaction-scoped advisory lock named after the host, which keeps its limit exact
+(`_host_has_room`, the one place that counts a host's running jobs).
 
 A job may wait for another (`after_job_id`: an evaluation for the pruning that makes its model).
 It is claimed only once that one is done; when that one ends any other way, the waiting job
@@ -14,7 +18,9 @@ fails, saying so in one line, and so in turn do the jobs waiting for it.
 
 A job is dead, and becomes `interrupted`, when it is `running` but its heartbeat is not fresh
 and its process is gone: looked up by pid on this host (a pid reused by a younger process does
-not count), judged by a long silence on another host. `recover` runs on every `Store.open`.
+not count), judged by a long silence on another host (OTHER_HOST_SILENCE_S: a host that died, or
+lost the database, for that long). `recover` runs on every `Store.open` and in every worker, on
+any host; an interrupted job is retried from any host.
 The dead process's temporary folders (artifacts/tmp/<pid>.*.<host>) go with it; its log stays.
 
 Light: the TUI lists, cancels and retries jobs through this module (no torch, no workbench).
@@ -147,11 +153,9 @@ def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int
     unless `max_running` jobs already run on this host. Its log file exists when this returns."""
     host = host_name()
     with store.write() as session:
+        if max_running is not None and not _host_has_room(session, host, max_running):
+            return None  # (first: a busy host asks nothing more)
         fail_orphans(session)
-        if max_running is not None:
-            running = session.scalar(select(func.count(Job.id)).where(Job.status == "running", Job.host == host))
-            if (running or 0) >= max_running:
-                return None
         waited = aliased(Job)
         queued = (
             select(Job.id)
@@ -159,14 +163,15 @@ def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int
             .where(Job.status == "queued", or_(Job.after_job_id.is_(None), waited.status == "done"))
             .order_by(Job.id)
             .limit(1)
+            .with_for_update(of=Job, skip_locked=True)  # (SQLite: nothing; its write lock is held)
         )
         if job_id is not None:
             queued = queued.where(Job.id == job_id)
-        # Under SQLite's write lock the first candidate is ours; another database may let a
-        # concurrent claim win it, and then the next one is tried.
+        # The candidate is locked for this transaction; the loop only guards against a database
+        # that would let a concurrent claim move it first (then the next one is tried).
         while (candidate := session.scalar(queued)) is not None:
             now = utcnow()
-            log = f"{ARTIFACTS}/{LOGS}/job-{candidate}.log"
+            log = log_relpath(candidate)
             moved = session.execute(
                 update(Job)
                 .where(Job.id == candidate, Job.status == "queued")
@@ -181,6 +186,21 @@ def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int
     return None
 
 
+def _host_has_room(session: Session, host: str, max_running: int) -> bool:
+    """Whether fewer than `max_running` jobs run on `host`; true, the caller's transaction keeps
+    the room until it ends: on PostgreSQL it holds a lock named after the host (SQLite's write
+    lock already serialises every claim)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"workbench claim on {host}", 0))))
+    running = session.scalar(select(func.count(Job.id)).where(Job.status == "running", Job.host == host))
+    return (running or 0) < max_running
+
+
+def log_relpath(job_id: int) -> str:
+    """Where job `job_id` logs, relative to the store folder (Job.log_path)."""
+    return f"{ARTIFACTS}/{LOGS}/job-{job_id}.log"
+
+
 def fail_orphans(session: Session) -> list[int]:
     """Fail the queued jobs that wait for a job which ended other than done, and those waiting for
     them in turn, in the caller's write transaction; their ids."""
@@ -191,6 +211,7 @@ def fail_orphans(session: Session) -> list[int]:
             select(Job.id, waited.id, waited.status)
             .join(waited, waited.id == Job.after_job_id)
             .where(Job.status == "queued", waited.status.in_(RETRYABLE))
+            .order_by(Job.id)  # concurrent claims lock the rows in one order: no deadlock
         ).all()
         if not orphans:
             return failed
@@ -256,6 +277,7 @@ def request_cancel(store: Store, job_id: int) -> JobInfo:
     """Cancel a queued job at once; ask a running one to stop (its process sees the flag within a
     heartbeat and stops at the next layer or batch boundary). The job as it is now."""
     with store.write() as session:
+        session.execute(select(Job.id).where(Job.id == job_id).with_for_update())  # a claim waits for this
         job = get_job(session, job_id)
         if job.finished:
             raise StoreError(f"job {job_id} has already finished ({job.status}): nothing to cancel")
@@ -307,9 +329,13 @@ def recover(store: Store) -> list[int]:
         return []
     dead: list[tuple[int, int | None, str | None]] = []
     with store.write() as session:
-        # Again under the lock: a row may have moved on (or beaten) since the read above.
+        # Again with the rows locked: a row may have moved on (or beaten) since the read above. A
+        # row another transaction holds is beating or finishing right now: alive, passed over.
         for id_, pid, host, beat_ in session.execute(
-            select(Job.id, Job.pid, Job.host, Job.heartbeat_at).where(Job.status == "running")
+            select(Job.id, Job.pid, Job.host, Job.heartbeat_at)
+            .where(Job.status == "running")
+            .order_by(Job.id)
+            .with_for_update(skip_locked=True)
         ).all():
             if _dead(pid, host, beat_):
                 where = f"pid {pid} on {host}" if host != host_name() else f"pid {pid}"

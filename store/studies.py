@@ -16,7 +16,16 @@ from sqlmodel import Session
 
 from store.db import NotFoundError
 from store.jobs import JobInfo, jobs_by_id
-from store.queries import RunSummary, Source, _matches_words, _reading, _require_write, _rows, _runs_select
+from store.queries import (
+    RunSummary,
+    Source,
+    _matches_words,
+    _reading,
+    _require_write,
+    _rows,
+    _runs_select,
+    sort_order,
+)
 from store.tables import Job, PruningRun, Study, StudyItem, utcnow
 
 ROLES = ("import", "prune", "eval")
@@ -139,7 +148,7 @@ def list_studies(
         stmt = (
             select(*_SUMMARY)
             .where(*_matching(session, text))
-            .order_by(key.desc() if descending else key.asc(), Study.id)
+            .order_by(sort_order(key, descending), Study.id)
             .limit(limit)
             .offset(offset)
         )

@@ -1,7 +1,10 @@
 """The store's tables. Every change to them comes with an Alembic migration (store/migrations).
 
 JSON columns hold small structured values (per-layer widths, stage times, versions, settings);
-anything a view filters or sorts on is a plain column.
+anything a view filters or sorts on is a plain column. A row id inside a JSON value sits under a
+key named after what it points at (`model_id`, `run_id`, `job_id`, `evaluation_ids`), or in a
+`job:N` model reference: `store copy --merge` renumbers those with the rows (store/copy.py).
+Counts of parameters and bytes are BIGINT: PostgreSQL's INTEGER stops at 2^31.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ class Model(SQLModel, table=True):
     intermediate_size: int  # the widest MLP layer
     intermediate_sizes: list[int] | None = Field(default=None, sa_column=Column(JSON))  # per layer, when they differ
     expansion: float  # mean intermediate width / hidden size
-    parameters: int
+    parameters: int = Field(sa_type=BigInteger)
     dtype: str
-    size_bytes: int
+    size_bytes: int = Field(sa_type=BigInteger)
     path: str  # folder of its files, relative to the store's artifacts/ folder
     parent_id: int | None = Field(default=None, foreign_key="model.id", index=True)
     created_at: datetime = Field(default_factory=utcnow)
@@ -63,9 +66,9 @@ class PruningRun(SQLModel, table=True):
     dtype: str
     versions: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     stage_seconds: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    peak_memory_bytes: int | None = None
-    parameters_before: int | None = None
-    parameters_after: int | None = None
+    peak_memory_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    parameters_before: int | None = Field(default=None, sa_type=BigInteger)
+    parameters_after: int | None = Field(default=None, sa_type=BigInteger)
     status: str = "done"  # done | failed
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow, index=True)
@@ -170,3 +173,11 @@ class StudyItem(SQLModel, table=True):
     job_id: int | None = Field(default=None, foreign_key="job.id")
     run_id: int | None = Field(default=None, foreign_key="pruningrun.id")  # a finished run reused
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Setting(SQLModel, table=True):
+    """A setting of the whole store, kept in its database: where a URL store keeps its files
+    (`files`) and the id the `store-id` file there holds (`store_id`); see store.db."""
+
+    key: str = Field(primary_key=True)
+    value: str

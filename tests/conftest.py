@@ -1,7 +1,14 @@
-"""Shared fixtures: tiny random GLU models (Llama, Qwen2, Gemma 3) with a real tokenizer.
+"""Shared fixtures: tiny random GLU models (Llama, Qwen2, Gemma 3) with a real tokenizer, and stores.
 
 The tokenizer is a byte-level BPE trained in a second on local WikiText-2 text, so tests need
 no hub and still tokenise real text.
+
+Stores: `store` is an open store, `location` where a new one goes (a folder, or a database URL).
+Both are SQLite unless the test (or its module, with `pytestmark`) is marked
+`@pytest.mark.backends("sqlite", "postgresql")`: then it runs once on each. A PostgreSQL store lives
+in a fresh database of a throw-away server the session starts (tests/postgres_server.py), with its
+files in the test's folder (`WORKBENCH_ARTIFACTS`, which the processes a test starts inherit). Where
+PostgreSQL is not installed those runs are skipped, unless $WORKBENCH_REQUIRE_POSTGRES is set (CI).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import os
 from pathlib import Path
 
 import pytest
+from postgres_server import PostgresServer, database_name, server_binaries
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("WORKBENCH_DATA", REPO.parent / "shared" / "benchdata")).resolve()
@@ -86,8 +94,76 @@ def tiny_model_dirs(tmp_path_factory, tokenizer) -> dict[str, Path]:
     return folders
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "backends(*names): run the test on each store backend named")
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", marker.args, indirect=True)
+
+
 @pytest.fixture
-def store(tmp_path):
+def backend(request) -> str:
+    """The store backend: "sqlite" unless the test is marked with several (then its ids say which)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The session's PostgreSQL server."""
+    binaries = server_binaries()
+    if binaries is None:
+        message = "PostgreSQL is not installed (Debian: apt-get install postgresql)"
+        if os.environ.get("WORKBENCH_REQUIRE_POSTGRES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(binaries)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres):
+    """A database migrated to head once, copied for each test's store (a copy takes a tenth of the time
+    that creating the schema does). Its settings are cleared, so that each copy records its own folder."""
     from store.db import Store
 
-    return Store.open(tmp_path / "store")
+    url = postgres.new_database()
+    with Store.open(url, files=postgres.folder / "template-files"):
+        pass
+    postgres.execute("DELETE FROM setting", database_name(url))
+    return database_name(url)
+
+
+@pytest.fixture
+def location(backend, tmp_path, request, monkeypatch):
+    """Where a new store goes: the folder tmp_path/store, or an empty PostgreSQL database whose
+    files go in tmp_path/store."""
+    if backend == "sqlite":
+        yield tmp_path / "store"
+        return
+    server = request.getfixturevalue("postgres")
+    monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(tmp_path / "store"))
+    url = server.new_database()
+    yield url
+    server.drop_database(url)
+
+
+@pytest.fixture
+def store(backend, tmp_path, request, monkeypatch):
+    from store.db import Store
+
+    if backend == "sqlite":
+        opened = Store.open(tmp_path / "store")
+        yield opened
+        opened.close()
+        return
+    server = request.getfixturevalue("postgres")
+    monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(tmp_path / "store"))
+    url = server.new_database(template=request.getfixturevalue("postgres_template"))
+    opened = Store.open(url)
+    yield opened
+    opened.close()
+    server.drop_database(url)

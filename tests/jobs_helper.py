@@ -6,12 +6,21 @@
     jobs_helper.py write-and-hang STORE MARK  claim the oldest queued job and, like a job process
                                               saving a model, start writing a folder under
                                               artifacts/tmp; then write MARK and wait to be killed
+    jobs_helper.py work STORE GO OUT HOST [HANG]
+                                              as a job process on host HOST (one job at a time
+                                              there): once GO exists, claim jobs until none is
+                                              queued, each recorded as an evaluation row of model
+                                              "base" before it is done; write to OUT the ids and
+                                              the seconds from GO to the last. With HANG, write
+                                              HANG once the first job is claimed and its row
+                                              flushed, and wait to be killed
 
 Imported by the tests: `claim_at_once` starts three claim-all processes together.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,17 +52,48 @@ def claim_at_once(location: Path, folder: Path, processes: int = 3) -> list[int]
 
 
 def claim_all(location: str, go: str, out: str) -> None:
-    deadline = time.monotonic() + 60
-    while not Path(go).exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("no go signal")
-        time.sleep(0.005)
+    _wait_for(go)
     store = Store.open(location, create=False)
     claimed = []
     while (job := jobs.claim(store, os.getpid())) is not None:
         claimed.append(job.id)
         jobs.finish(store, job.id, "done", "done")
     Path(out).write_text("".join(f"{i}\n" for i in claimed))
+
+
+def work(location: str, go: str, out: str, host: str, hang: str | None = None) -> None:
+    from store_fixtures import eval_row
+
+    import store.jobs
+    from store import queries
+
+    store.jobs.host_name = lambda: host  # this process stands for a job process on that host
+    _wait_for(go)
+    began = time.time()
+    store_ = Store.open(location, create=False)
+    base = queries.get_model(store_, "base")
+    claimed = []
+    while jobs.count_jobs(store_, "queued"):
+        job = jobs.claim(store_, os.getpid(), max_running=1)
+        if job is None:  # the host's one slot is taken (or the last jobs were just claimed)
+            time.sleep(0.005)
+            continue
+        claimed.append(job.id)
+        with store_.write() as session:
+            queries.add_evaluations(session, [eval_row(base.id, job_id=job.id, value=float(job.id))])
+            if hang:
+                Path(hang).write_text(str(job.id))
+                time.sleep(600)
+        jobs.finish(store_, job.id, "done", "done")
+    Path(out).write_text(json.dumps({"ids": claimed, "seconds": time.time() - began}))
+
+
+def _wait_for(go: str) -> None:
+    deadline = time.monotonic() + 60
+    while not Path(go).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("no go signal")
+        time.sleep(0.005)
 
 
 def write_and_hang(location: str, mark: str) -> None:
@@ -70,6 +110,8 @@ if __name__ == "__main__":
     command, *rest = sys.argv[1:]
     if command == "claim-all":
         claim_all(*rest)
+    elif command == "work":
+        work(*rest)
     elif command == "write-and-hang":
         write_and_hang(*rest)
     else:

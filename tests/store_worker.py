@@ -5,6 +5,9 @@
                                                MARKER and wait to be killed
     store_worker.py writer STORE GO NAME N     once file GO exists, open STORE (maybe new) and
                                                write N transactions that each read, then insert
+    store_worker.py place-and-wait STORE PLACED GO   record a model "placed": with its folder renamed
+                                               into place and its row not yet committed, write
+                                               PLACED and wait for file GO before committing
 """
 
 from __future__ import annotations
@@ -45,12 +48,28 @@ def _rows_then_hang(session: Session, marker: str) -> Iterator[LayerRetention]:
         yield row
 
 
-def writer(location: str, go: str, name: str, n: int) -> None:
+def place_and_wait(location: str, placed: str, go: str) -> None:
+    store = Store.open(location, create=False)
+    with store.new_artifact("models") as artifact:
+        (artifact.path / "config.json").write_text("{}")
+        with store.write() as session:
+            session.add(model_row("placed", path=artifact.relpath))
+            session.flush()
+            artifact.commit()
+            Path(placed).write_text("in place")
+            _wait_for_file(go)
+
+
+def _wait_for_file(path: str) -> None:
     deadline = time.monotonic() + 60
-    while not Path(go).exists():
+    while not Path(path).exists():
         if time.monotonic() > deadline:
-            raise SystemExit("no go signal")
+            raise SystemExit(f"no {path}")
         time.sleep(0.005)
+
+
+def writer(location: str, go: str, name: str, n: int) -> None:
+    _wait_for_file(go)
     store = Store.open(location)
     for i in range(n):
         with store.write() as session:
@@ -73,6 +92,8 @@ if __name__ == "__main__":
     command, *rest = sys.argv[1:]
     if command == "hang-in-run":
         hang_in_run(*rest)
+    elif command == "place-and-wait":
+        place_and_wait(*rest)
     elif command == "writer":
         writer(rest[0], rest[1], rest[2], int(rest[3]))
     else:

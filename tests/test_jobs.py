@@ -26,7 +26,10 @@ from store.tables import Job, utcnow
 from workbench.cli.main import main
 from workbench.errors import UserError
 from workbench.jobs import submit, worker_running
+from workbench.jobs.worker import log_path as worker_log
 from workbench.spec import PruneSpec
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 
 def request(**overrides) -> dict:
@@ -69,8 +72,7 @@ def test_claim_takes_the_oldest_queued_job_once_and_respects_the_host_limit(stor
     assert jobs.claim(store, 1234) is None
 
 
-def test_processes_claiming_at_once_claim_every_job_exactly_once(tmp_path):
-    location = tmp_path / "store"
+def test_processes_claiming_at_once_claim_every_job_exactly_once(location, tmp_path):
     with Store.open(location) as store:
         ids = [submit(store, "prune", request()) for _ in range(60)]
     assert sorted(claim_at_once(location, tmp_path)) == ids
@@ -81,17 +83,17 @@ def test_processes_claiming_at_once_claim_every_job_exactly_once(tmp_path):
 def test_cancel_stops_a_queued_job_at_once_and_flags_a_running_one(store, capsys):
     queued, running = submit(store, "prune", request()), submit(store, "prune", request())
     set_running(store, running)
-    assert main(["--store", str(store.root), "jobs", "cancel", str(queued)]) == 0
+    assert main(["--store", store.location, "jobs", "cancel", str(queued)]) == 0
     assert "cancelled (it had not started)" in capsys.readouterr().out
     job = jobs.get_job(store, queued)
     assert job.status == "cancelled" and job.finished_at is not None
     assert jobs.request_cancel(store, running).status == "running"
     assert jobs.get_job(store, running).cancel_requested
     assert jobs.beat(store, running) is True  # what the job process's heartbeat reads
-    assert main(["--store", str(store.root), "jobs", "cancel", str(queued)]) == 2
+    assert main(["--store", store.location, "jobs", "cancel", str(queued)]) == 2
     assert capsys.readouterr().err.strip() == f"workbench: error: job {queued} has already finished (cancelled): " \
         "nothing to cancel"
-    assert main(["--store", str(store.root), "jobs", "cancel", "99"]) == 2
+    assert main(["--store", store.location, "jobs", "cancel", "99"]) == 2
     assert "no job 99" in capsys.readouterr().err
 
 
@@ -140,8 +142,7 @@ A_WHILE_AGO = timedelta(seconds=jobs.FRESH_S + 5)
         ("other host, silent a while", False),
     ],
 )
-def test_a_running_job_is_declared_dead_on_open_only_when_nothing_says_it_lives(tmp_path, case, interrupted):
-    location = tmp_path / "store"
+def test_a_running_job_is_declared_dead_on_open_only_when_nothing_says_it_lives(location, case, interrupted):
     with Store.open(location) as store:
         job_id = submit(store, "prune", request())
         now = utcnow()
@@ -164,8 +165,7 @@ def test_a_running_job_is_declared_dead_on_open_only_when_nothing_says_it_lives(
         assert "died without finishing" in job.error and job.finished_at is not None
 
 
-def test_a_process_killed_while_writing_leaves_an_interrupted_job_and_no_half_written_folder(tmp_path):
-    location = tmp_path / "store"
+def test_a_process_killed_while_writing_leaves_an_interrupted_job_and_no_half_written_folder(location, tmp_path):
     with Store.open(location) as store:
         job_id = submit(store, "prune", request())
     mark = tmp_path / "writing"
@@ -191,7 +191,7 @@ def test_a_process_killed_while_writing_leaves_an_interrupted_job_and_no_half_wr
     with Store.open(location) as store:
         report = check(store)
         assert report.clean and report.in_progress == () and report.orphans == (), report
-    assert list((location / "artifacts" / "tmp").iterdir()) == []
+    assert list((tmp_path / "store" / "artifacts" / "tmp").iterdir()) == []
 
 
 def test_jobs_list_show_and_log_read_the_rows(store, capsys):
@@ -201,7 +201,7 @@ def test_jobs_list_show_and_log_read_the_rows(store, capsys):
     (store.root / claimed.log_path).write_text("line one\nline two\n")
     jobs.update_running(store, done, device="cpu", peak_memory_bytes=3 * 2**20)
     jobs.finish(store, done, "done", "done", result={"run_id": 7, "model_name": "small", "model_id": 3})
-    root = str(store.root)
+    root = store.location
 
     assert main(["--store", root, "jobs", "log", str(done)]) == 0
     assert capsys.readouterr().out == "line one\nline two\n"
@@ -213,14 +213,14 @@ def test_jobs_list_show_and_log_read_the_rows(store, capsys):
     assert [(j["id"], j["status"]) for j in listed] == [(queued, "queued"), (done, "done")]
     assert listed[1]["device"] == "cpu" and listed[1]["result"]["run_id"] == 7
     # Queued, and no job process ran: listing started one (its job fails: there is no some-model).
-    assert err == f"started a job process for the queued jobs (its output: {store.root / 'worker.log'})\n"
+    assert err == f"started a job process for the queued jobs (its output: {worker_log(store)})\n"
     deadline = time.monotonic() + 120
     while not jobs.get_job(store, queued).finished or worker_running(store):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert main(["--store", root, "jobs", "list"]) == 0
     out, err = capsys.readouterr()
-    assert "some-model ppm 25%" in out and "3.0 MiB" in out and err == ""
+    assert "some-model ppm 25%" in out and "3.0 MiB" in out and f" {host_name()} " in out and err == ""  # where it ran
     assert main(["--store", root, "jobs", "show", str(done)]) == 0
     text = capsys.readouterr().out
     assert "run 7, model 'small' (id 3)" in text and "job-1.log" in text
@@ -245,3 +245,17 @@ def test_a_model_that_cannot_fit_fails_its_job_before_loading_and_says_the_numbe
         job = jobs.get_job(store, 1)
         assert job.status == "failed" and job.result == {"error_type": "UserError"} and job.device is not None
         assert queries.list_models(store) == []  # refused before anything was read or imported
+
+
+def test_the_worker_lock_is_per_host_so_hosts_sharing_a_folder_each_run_their_own(store):
+    import fcntl
+
+    from workbench.jobs.worker import lock_path
+
+    assert lock_path(store) == store.root / f"worker.{host_name()}.lock"
+    with (store.root / "worker.other-host.lock").open("a") as elsewhere:
+        fcntl.flock(elsewhere, fcntl.LOCK_SH)  # a worker on another host that mounts the same folder
+        assert not worker_running(store)
+        with lock_path(store).open("a") as here:
+            fcntl.flock(here, fcntl.LOCK_SH)
+            assert worker_running(store)

@@ -2,6 +2,10 @@
 killed with SIGKILL becomes interrupted (and is retried by a worker in a session of its own), a
 cancel stops one mid-way, two workers share a queue, and a closed terminal does not end a job.
 
+The tests of a job's whole life run on PostgreSQL too (tests/test_postgres_jobs.py has claims by
+many processes there); cancelling and two workers, whose store side test_jobs.py covers on both,
+on SQLite only.
+
 A job slow enough to act on mid-way: a data-driven scorer with many calibration sequences on a
 somewhat wider tiny model (seconds of calibration, a progress row per batch).
 """
@@ -23,7 +27,7 @@ from sqlalchemy import select
 
 from store import jobs, queries
 from store.check import check
-from store.db import Store
+from store.db import Store, host_name
 from store.jobs import JobInfo
 from store.tables import PruningRun
 from workbench.cli.main import main
@@ -31,6 +35,7 @@ from workbench.jobs import submit, worker_running
 from workbench.spec import PruneSpec
 
 TERMINAL = Path(__file__).with_name("terminal.py")
+BOTH = pytest.mark.backends("sqlite", "postgresql")
 LIMIT_S = 240  # generous: the machine may be busy; nothing here asserts on speed
 
 
@@ -48,13 +53,13 @@ def prune_request(model: Path | str, samples: int, scorer: str = "wanda", percen
     return PruneSpec(model=str(model), scorer=scorer, percent=percent, samples=samples, seq_len=64).to_dict()
 
 
-def cli(store_dir: Path, *args: str, **popen) -> subprocess.Popen[str]:
+def cli(location: Path | str, *args: str, **popen) -> subprocess.Popen[str]:
     """`workbench --store STORE ARGS` in a process of its own."""
-    return subprocess.Popen([sys.executable, "-m", "workbench", "--store", str(store_dir), *args],
+    return subprocess.Popen([sys.executable, "-m", "workbench", "--store", str(location), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def wait_for(location: Path, job_id: int, done: Callable[[JobInfo], bool], seen: list[JobInfo] | None = None,
+def wait_for(location: Path | str, job_id: int, done: Callable[[JobInfo], bool], seen: list[JobInfo] | None = None,
              every_s: float = 0.05) -> JobInfo:
     """Poll the job row (opening the store each time, as any process would) until `done` holds;
     a job still being queued by another process counts as not there yet."""
@@ -96,11 +101,12 @@ def assert_clean(store: Store) -> None:
     assert not any((store.artifacts / "tmp").glob("*"))
 
 
+@BOTH
 def test_a_worker_runs_a_queued_job_in_its_own_process_and_records_its_run(store, wide_model_dir):
     job_id = submit(store, "prune", prune_request(wide_model_dir, samples=512), data_dir=DATA)
-    worker = cli(store.root, "jobs", "work")
+    worker = cli(store.location, "jobs", "work")
     seen: list[JobInfo] = []
-    job = wait_for(store.root, job_id, lambda j: j.finished, seen)
+    job = wait_for(store.location, job_id, lambda j: j.finished, seen)
     out, err = worker.communicate(timeout=LIMIT_S)
     assert worker.returncode == 0, err
     assert job.status == "done", job.error
@@ -124,8 +130,8 @@ def test_a_worker_runs_a_queued_job_in_its_own_process_and_records_its_run(store
     assert_clean(store)
 
 
-def test_a_job_killed_with_its_worker_is_interrupted_on_the_next_open_and_retries(tmp_path, wide_model_dir):
-    location = tmp_path / "store"
+@BOTH
+def test_a_job_killed_with_its_worker_is_interrupted_on_the_next_open_and_retries(location, wide_model_dir):
     with Store.open(location) as store:
         job_id = submit(store, "prune", prune_request(wide_model_dir, samples=8192), data_dir=DATA)
     worker = cli(location, "jobs", "work", start_new_session=True)
@@ -157,11 +163,11 @@ def test_a_job_killed_with_its_worker_is_interrupted_on_the_next_open_and_retrie
 
 def test_cancel_stops_a_running_job_at_a_batch_boundary_and_nothing_is_recorded(store, wide_model_dir, capsys):
     job_id = submit(store, "prune", prune_request(wide_model_dir, samples=8192), data_dir=DATA)
-    worker = cli(store.root, "jobs", "work")
-    wait_for(store.root, job_id, calibrating)
-    assert main(["--store", str(store.root), "jobs", "cancel", str(job_id)]) == 0
+    worker = cli(store.location, "jobs", "work")
+    wait_for(store.location, job_id, calibrating)
+    assert main(["--store", store.location, "jobs", "cancel", str(job_id)]) == 0
     assert "stops at its next layer or batch boundary" in capsys.readouterr().out
-    job = wait_for(store.root, job_id, lambda j: j.finished)
+    job = wait_for(store.location, job_id, lambda j: j.finished)
     out, err = worker.communicate(timeout=LIMIT_S)
     assert worker.returncode == 0, err
     assert job.status == "cancelled" and job.message == "cancelled during calibrate", job
@@ -176,7 +182,7 @@ def test_two_workers_on_one_queue_run_every_job_exactly_once(store, tiny_model_d
 
     base = import_model(store, str(tiny_model_dirs["llama"]))  # so that no two jobs import it at once
     ids = [submit(store, "prune", prune_request(base.name, 0, "ppm", p)) for p in (10, 20, 30)]
-    workers = [cli(store.root, "jobs", "work", "--max-parallel", "2") for _ in range(2)]
+    workers = [cli(store.location, "jobs", "work", "--max-parallel", "2") for _ in range(2)]
     outputs = []
     for worker in workers:
         out, err = worker.communicate(timeout=LIMIT_S)
@@ -213,10 +219,11 @@ def test_closing_the_terminal_of_a_foreground_prune_does_not_end_its_job(tmp_pat
         assert_clean(store)
 
 
+@BOTH
 def test_a_foreground_prune_waits_while_the_host_is_busy_and_ctrl_c_cancels_its_job(store, tiny_model_dirs):
     busy = submit(store, "prune", prune_request("elsewhere", 0, "ppm"))
     assert jobs.claim(store, os.getpid()) is not None  # this process "runs" a job: the host's one slot is taken
-    prune = cli(store.root, "prune", str(tiny_model_dirs["llama"]), "--scorer", "ppm", "--percent", "10")
+    prune = cli(store.location, "prune", str(tiny_model_dirs["llama"]), "--scorer", "ppm", "--percent", "10")
     deadline = time.monotonic() + LIMIT_S
     while not (jobs.count_jobs(store, "queued") and worker_running(store)):  # queued, and left to a worker
         assert prune.poll() is None, prune.communicate()
@@ -255,7 +262,8 @@ def test_work_queued_behind_a_killed_worker_is_taken_up_by_the_next_command_that
         reading = cli(location, "jobs", "list")
         out, err = reading.communicate(timeout=LIMIT_S)
         assert reading.returncode == 0 and f"\n {second}  prune  queued" in out
-        assert err == f"started a job process for the queued jobs (its output: {location / 'worker.log'})\n"
+        worker_output = location / f"worker.{host_name()}.log"
+        assert err == f"started a job process for the queued jobs (its output: {worker_output})\n"
         job = wait_for(location, second, lambda j: j.finished, every_s=0.5)
     else:
         follow = cli(location, "jobs", "log", str(second), "--follow")

@@ -14,7 +14,10 @@ from store.db import DB_FILE, Store, StoreError, temp_name
 from store.tables import Job
 from workbench.cli.main import main
 
+BOTH = pytest.mark.backends("sqlite", "postgresql")
 
+
+@BOTH
 def test_a_fresh_store_and_one_with_models_are_clean(store):
     assert check(store).clean
     add_model(store, "m")
@@ -22,6 +25,7 @@ def test_a_fresh_store_and_one_with_models_are_clean(store):
     assert report.clean and report.problems == [] and report.orphans == ()
 
 
+@BOTH
 def test_orphans_are_reported_and_fix_removes_them_but_not_live_writers(store):
     add_model(store, "m")
     (store.artifacts / "models" / "forgotten").mkdir()
@@ -44,6 +48,7 @@ def test_orphans_are_reported_and_fix_removes_them_but_not_live_writers(store):
     assert [p.name for p in (store.artifacts / "tmp").iterdir()] == [live.name]  # nothing set aside is left
 
 
+@BOTH
 def test_rows_pointing_at_missing_files_are_reported_and_kept(store):
     add_model(store, "gone")
     shutil.rmtree(store.model_path(queries.get_model(store, "gone")))
@@ -58,6 +63,7 @@ def test_rows_pointing_at_missing_files_are_reported_and_kept(store):
     assert not report.clean and queries.find_model(store, "gone") is not None
 
 
+@BOTH
 def test_a_job_log_under_artifacts_is_claimed(store):
     (store.artifacts / "logs").mkdir()
     (store.artifacts / "logs" / "job-1.log").write_text("log")
@@ -136,21 +142,21 @@ def test_a_corrupted_page_is_reported_by_check_and_is_one_line_elsewhere(store, 
     assert (store.root / DB_FILE).read_bytes() == database_bytes and snapshot(store.artifacts) == files
 
 
+@BOTH
 def test_a_dropped_table_is_a_schema_problem_and_fix_keeps_the_orphans(store, capsys):
     add_pruned(store, add_model(store, "base"), "pruned")
     (store.artifacts / "models" / "orphan").mkdir()
-    connection = sqlite3.connect(store.root / DB_FILE)
-    connection.execute("DROP TABLE layerretention")
-    connection.commit()
-    connection.close()
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE layerretention")
     files = snapshot(store.artifacts)
 
-    code = main(["runs", "show", "1", "--store", str(store.root)])
+    code = main(["runs", "show", "1", "--store", store.location])
     out, err = capsys.readouterr()
     assert (code, out) == (2, "") and err.count("\n") == 1
-    assert "lacks part of the workbench schema (no such table: layerretention)" in err
+    said = {"sqlite": "no such table: layerretention", "postgresql": 'relation "layerretention" does not exist'}
+    assert f"lacks part of the workbench schema ({said[store.engine.dialect.name]}" in err
 
-    code = main(["store", "check", "--fix", "--store", str(store.root)])
+    code = main(["store", "check", "--fix", "--store", store.location])
     out, err = capsys.readouterr()
     assert (code, err) == (1, "")
     assert out.splitlines() == [

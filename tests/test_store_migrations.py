@@ -1,5 +1,6 @@
 """Schema migrations: head matches store/tables.py, Store.open knows the revisions Alembic knows
-(without importing it unless it migrates), and an older store upgrades keeping its rows."""
+(without importing it unless it migrates), and an older store upgrades keeping its rows, on SQLite
+and on PostgreSQL (an empty database, and one at an older revision)."""
 
 from __future__ import annotations
 
@@ -16,21 +17,29 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
-from store_fixtures import eval_row
+from store_fixtures import add_model, eval_row
 
 from store import bitset, queries
 from store.check import check
-from store.db import DB_FILE, MIGRATIONS, Store, head_revision, known_revisions
+from store.db import DB_FILE, MIGRATIONS, STORE_ID_FILE, Store, StoreError, head_revision, known_revisions
 
 REPO = Path(__file__).resolve().parents[1]
+BOTH = pytest.mark.backends("sqlite", "postgresql")
 
 
-def _alembic(folder, revision, direction=command.upgrade):
+def _database_url(location) -> str:
+    """The SQLAlchemy URL of the database of a store at `location` (a folder or a URL)."""
+    if "://" not in str(location):
+        return f"sqlite:///{location / DB_FILE}"
+    return str(location).replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _alembic(location, revision, direction=command.upgrade):
     """Move a store's database to `revision` the plain Alembic way, outside Store.open."""
-    engine = create_engine(f"sqlite:///{folder / DB_FILE}")
+    engine = create_engine(_database_url(location))
     with engine.begin() as connection:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
@@ -39,10 +48,14 @@ def _alembic(folder, revision, direction=command.upgrade):
     engine.dispose()
 
 
-def test_head_matches_the_tables(store):
+@BOTH
+def test_a_new_store_is_at_head_and_head_matches_the_tables(location):
+    store = Store.open(location)  # an empty database (or a new folder): every revision applies
     with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
         diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert diff == [], f"store/tables.py and the migrations differ: write a revision for {diff}"
+    store.close()
 
 
 def test_store_open_knows_the_chain_of_revisions_alembic_reads():
@@ -67,52 +80,55 @@ def test_alembic_loads_only_when_there_is_a_migration_to_run(tmp_path):
     assert not opening_loads_alembic(f"sqlite:///{tmp_path / 's' / DB_FILE}")  # a URL store asks the database
 
 
-def _fill_0001(folder):
-    """Rows written by a workbench of the first milestone (schema 0001: no jobs)."""
-    now = datetime(2025, 1, 2, 3, 4, 5).isoformat(sep=" ")
-    connection = sqlite3.connect(folder / DB_FILE)
-    connection.execute("PRAGMA foreign_keys = ON")
-    model = (
-        "INSERT INTO model (id, name, source, source_ref, family, architecture, num_layers, hidden_size, "
+def _fill_0001(location):
+    """Rows written by a workbench of the first milestone (schema 0001: no jobs), ids as the
+    database numbers them (1, 2, ...)."""
+    engine = create_engine(_database_url(location))
+    now = datetime(2025, 1, 2, 3, 4, 5).isoformat(sep=" ") + ("" if engine.dialect.name == "sqlite" else "+00")
+    model = text(
+        "INSERT INTO model (name, source, source_ref, family, architecture, num_layers, hidden_size, "
         "intermediate_size, intermediate_sizes, expansion, parameters, dtype, size_bytes, path, parent_id, "
-        "created_at, tags, note) VALUES (?, ?, ?, '', 'llama', 'LlamaForCausalLM', 2, 32, 96, ?, 3.0, 1000, "
-        "'float32', 10, ?, ?, ?, ?, '')"
+        "created_at, tags, note) VALUES (:name, :source, '', 'llama', 'LlamaForCausalLM', 2, 32, 96, :sizes, 3.0, "
+        "1000, 'float32', 10, :path, :parent, :now, :tags, '')"
     )
-    connection.execute(model, (1, "old-base", "folder", None, "models/old-base", None, now, '["old"]'))
-    connection.execute(model, (2, "old-pruned", "pruned", "[48, 40]", "models/old-pruned", 1, now, "[]"))
-    connection.execute(
-        "INSERT INTO pruningrun (id, base_model_id, result_model_id, scorer, target_kind, target_value, divisor, "
-        "allocation, layers, device, dtype, versions, stage_seconds, status, created_at) VALUES "
-        "(1, 1, 2, 'wanda', 'percent', 50, 8, 'global', 'all', 'cpu', 'float32', '{}', '{\"score\": 1.5}', "
-        "'done', ?)",
-        (now,),
-    )
-    for layer, kept in ((0, 48), (1, 40)):
-        connection.execute(
-            "INSERT INTO layerretention (run_id, layer, original_width, kept_width, percent_kept, kept_indices) "
-            "VALUES (1, ?, 96, ?, ?, ?)",
-            (layer, kept, 100 * kept / 96, bitset.encode(range(kept), 96)),
-        )
-    connection.execute(
-        "INSERT INTO evaluation (model_id, harness, harness_version, task, metric, value, settings, device, dtype, "
-        "created_at) VALUES (2, 'lm-eval', '0.4.9', 'piqa', 'acc,none', 0.6, '{}', 'cpu', 'float32', ?)",
-        (now,),
-    )
-    connection.commit()
-    connection.close()
+    with engine.begin() as connection:
+        connection.execute(model, dict(name="old-base", source="folder", sizes=None, path="models/old-base",
+                                       parent=None, now=now, tags='["old"]'))  # fmt: skip
+        connection.execute(model, dict(name="old-pruned", source="pruned", sizes="[48, 40]", path="models/old-pruned",
+                                       parent=1, now=now, tags="[]"))  # fmt: skip
+        connection.execute(text(
+            "INSERT INTO pruningrun (base_model_id, result_model_id, scorer, target_kind, target_value, divisor, "
+            "allocation, layers, device, dtype, versions, stage_seconds, status, created_at) VALUES "
+            "(1, 2, 'wanda', 'percent', 50, 8, 'global', 'all', 'cpu', 'float32', '{}', '{\"score\": 1.5}', "
+            "'done', :now)"), dict(now=now))  # fmt: skip
+        for layer, kept in ((0, 48), (1, 40)):
+            values = dict(layer=layer, kept=kept, percent=100 * kept / 96, indices=bitset.encode(range(kept), 96))
+            connection.execute(text(
+                "INSERT INTO layerretention (run_id, layer, original_width, kept_width, percent_kept, kept_indices) "
+                "VALUES (1, :layer, 96, :kept, :percent, :indices)"), values)  # fmt: skip
+        connection.execute(text(
+            "INSERT INTO evaluation (model_id, harness, harness_version, task, metric, value, settings, device, "
+            "dtype, created_at) VALUES (2, 'lm-eval', '0.4.9', 'piqa', 'acc,none', 0.6, '{}', 'cpu', 'float32', "
+            ":now)"), dict(now=now))  # fmt: skip
+    engine.dispose()
 
 
-def test_a_store_at_schema_0001_upgrades_on_open_and_keeps_its_rows(tmp_path):
-    folder = tmp_path / "old"
-    folder.mkdir()
-    _alembic(folder, "0001")
-    _fill_0001(folder)
+@BOTH
+def test_a_store_at_schema_0001_upgrades_on_open_and_keeps_its_rows(location):
+    if "://" not in str(location):
+        location.mkdir()
+    _alembic(location, "0001")
+    _fill_0001(location)
 
-    with Store.open(folder) as store:
+    with Store.open(location) as store:
         with store.engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
-            indexes = set(connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars())
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
+            tables = ("evaluation", "pruningrun")
+            indexes = {i["name"] for table in tables for i in inspect(connection).get_indexes(table)}
         assert {"ix_evaluation_model_task_metric", "ix_pruningrun_scorer", "ix_pruningrun_created_at"} <= indexes
+        # The database numbers new rows after the old ones; a 7B model's count fits (BIGINT since 0005).
+        add_model(store, "new", parameters=7_000_000_000, size_bytes=14_000_000_000)
+        assert (queries.get_model(store, "new").id, queries.get_model(store, "new").parameters) == (3, 7_000_000_000)
 
         pruned = queries.get_model(store, "old-pruned")
         assert (pruned.parent_name, pruned.made_by_run_id, pruned.intermediate_sizes) == ("old-base", 1, (48, 40))
@@ -131,16 +147,23 @@ def test_a_store_at_schema_0001_upgrades_on_open_and_keeps_its_rows(tmp_path):
         assert report.integrity == () and report.foreign_keys == ()
 
 
-def test_downgrading_to_0001_and_opening_again_round_trips(store):
-    folder = store.root
-    store.close()
-    _alembic(folder, "0001", command.downgrade)
-    connection = sqlite3.connect(folder / DB_FILE)
-    tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    connection.close()
-    assert "job" not in tables
-    with Store.open(folder) as reopened, reopened.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+@BOTH
+def test_downgrading_to_0001_and_opening_again_round_trips(location):
+    Store.open(location).close()
+    _alembic(location, "0001", command.downgrade)
+    engine = create_engine(_database_url(location))
+    with engine.connect() as connection:
+        assert set(inspect(connection).get_table_names()) == {"alembic_version", "model", "pruningrun",
+                                                               "layerretention", "evaluation"}  # fmt: skip
+    engine.dispose()
+    if "://" in str(location):
+        # The database no longer records which folder is its own: the one it named (with a store-id
+        # file) may as well be another store's, and is not taken on trust.
+        with pytest.raises(StoreError, match="holds the files of another store"):
+            Store.open(location)
+        (Path(os.environ["WORKBENCH_ARTIFACTS"]) / STORE_ID_FILE).unlink()
+    with Store.open(location) as reopened, reopened.engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
 
 
 def test_a_store_at_schema_0003_upgrades_keeping_its_jobs(tmp_path):

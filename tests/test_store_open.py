@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from store_fixtures import add_model, model_row, snapshot
 
 from store import queries
-from store.db import DB_FILE, Store, StoreError
+from store.db import DB_FILE, STORE_ID_FILE, Store, StoreError, head_revision
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_a_new_store_is_a_folder_with_the_database_and_artifacts(tmp_path):
@@ -112,7 +118,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(tmp_path):
     before = snapshot(folder)
     with pytest.raises(StoreError) as refused:
         Store.open(folder)
-    expected = "store schema 0099 is newer than this workbench knows (head 0004): upgrade the workbench"
+    expected = f"store schema 0099 is newer than this workbench knows (head {head_revision()}): upgrade the workbench"
     assert str(refused.value) == expected
     assert snapshot(folder) == before
 
@@ -179,3 +185,51 @@ def test_an_artifact_appears_whole_under_its_kind_or_not_at_all(store):
 def test_an_artifact_kind_is_a_plain_name(store, kind):
     with pytest.raises(ValueError), store.new_artifact(kind):
         pass
+
+
+@pytest.mark.backends("postgresql")
+def test_a_database_store_records_its_files_folder_so_other_hosts_need_not_be_told(location, tmp_path, monkeypatch):
+    files = tmp_path / "store"  # (the location fixture's $WORKBENCH_ARTIFACTS)
+    with Store.open(location) as store:
+        add_model(store, "m")
+        assert store.root == files and (files / STORE_ID_FILE).is_file()
+    monkeypatch.delenv("WORKBENCH_ARTIFACTS")
+    with Store.open(location) as store:  # a host told nothing finds the folder the database records
+        assert store.root == files and store.model_path(queries.get_model(store, "m")).is_dir()
+        assert store.environment()["WORKBENCH_ARTIFACTS"] == str(files)  # what its job processes are told
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(tmp_path / "elsewhere"))  # e.g. a mount point that is empty
+    with pytest.raises(StoreError, match=r"elsewhere \(so says \$WORKBENCH_ARTIFACTS\) holds no store's files"):
+        Store.open(location)
+    monkeypatch.delenv("WORKBENCH_ARTIFACTS")
+    files.rename(tmp_path / "moved")  # a host where the folder is not mounted
+    with pytest.raises(StoreError, match=r"are in \S+/store \(so says its database\), which is not on this host"):
+        Store.open(location)
+    assert not files.exists()  # not made anew behind the user's back
+    monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(tmp_path / "moved"))  # mounted elsewhere on this host
+    with Store.open(location) as store:
+        assert store.model_path(queries.get_model(store, "m")).is_dir()
+
+
+@pytest.mark.backends("postgresql")
+def test_a_new_database_store_refuses_a_folder_holding_another_stores_files(location, postgres, tmp_path, monkeypatch):
+    Store.open(location).close()
+    other = postgres.new_database()
+    with pytest.raises(StoreError, match="holds artifacts/ but its database .* is missing or empty"):
+        Store.open(other)  # (the same $WORKBENCH_ARTIFACTS)
+    postgres.drop_database(other)
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("postgresql://someone@dbhost/workbench", "a PostgreSQL store needs the psycopg driver, which is not installed: "
+                                              "pip install 'width-pruning-workbench[postgres]'"),
+    ("postgresql+psycopg2://someone@dbhost/workbench", "the driver of postgresql+psycopg2:// URLs is not installed"),
+])  # fmt: skip
+def test_a_url_whose_driver_is_missing_gets_one_line_naming_the_extra(url, said, tmp_path):
+    hide_psycopg = "import sys; sys.modules['psycopg'] = None; from workbench.cli.main import main; sys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", hide_psycopg, "--store", url, "models", "list"], capture_output=True,
+                          text=True, env=os.environ | {"PYTHONPATH": str(REPO)}, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"workbench: error: {said}")
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
-"""The store under real processes: one killed halfway through writing a run, two writing at once."""
+"""The store under real processes: one killed halfway through writing a run, two writing at once,
+`store check --fix` waiting for a writer whose folder is in place but whose row is not committed."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from store_fixtures import add_model, worker
 
@@ -18,6 +21,7 @@ from store.db import Store
 from store.tables import Evaluation, LayerRetention, Model, PruningRun
 
 REPO = Path(__file__).resolve().parents[1]
+BOTH = pytest.mark.backends("sqlite", "postgresql")
 
 
 def _wait_for(path: Path, process, limit_s: float = 60) -> None:
@@ -28,8 +32,8 @@ def _wait_for(path: Path, process, limit_s: float = 60) -> None:
         time.sleep(0.01)
 
 
-def test_a_process_killed_while_writing_a_run_leaves_no_partial_rows(tmp_path):
-    location = tmp_path / "store"
+@BOTH
+def test_a_process_killed_while_writing_a_run_leaves_no_partial_rows(location, tmp_path):
     with Store.open(location) as store:
         add_model(store, "base")
     marker = tmp_path / "paused"
@@ -54,8 +58,9 @@ def test_a_process_killed_while_writing_a_run_leaves_no_partial_rows(tmp_path):
         assert [m.name for m in queries.list_models(store)] == ["after", "base"]
 
 
-def test_two_processes_writing_at_once_both_succeed(tmp_path):
-    location = tmp_path / "new-store"  # both processes also race to create it
+@BOTH
+def test_two_processes_writing_at_once_both_succeed(location, tmp_path):
+    # Both processes also race to create the store (a new folder, or an empty database).
     go = tmp_path / "go"
     n = 100
     writers = [worker("writer", str(location), str(go), name, str(n)) for name in ("a", "b")]
@@ -63,7 +68,7 @@ def test_two_processes_writing_at_once_both_succeed(tmp_path):
     for process in writers:
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
-        assert "locked" not in err
+        assert "lock" not in err.lower() and "deadlock" not in err.lower()
         assert out.strip() == "ok"
 
     with Store.open(location) as store, store.session() as session:
@@ -76,6 +81,28 @@ def test_two_processes_writing_at_once_both_succeed(tmp_path):
         assert session.scalar(select(func.count(Evaluation.id))) == 2 * (n - runs)
         report = check(store)  # (these rows have no files: only the database's own checks apply)
         assert report.integrity == () and report.foreign_keys == ()
+
+
+@BOTH
+def test_check_fix_waits_for_a_writer_whose_folder_is_in_place_and_row_not_yet_committed(location, tmp_path):
+    with Store.open(location) as store:
+        add_model(store, "base")
+    placed, go = tmp_path / "placed", tmp_path / "go"
+    process = worker("place-and-wait", str(location), str(placed), str(go))
+    _wait_for(placed, process)
+    with Store.open(location) as store:
+        reports = []
+        sweep = threading.Thread(target=lambda: reports.append(check(store, fix=True)))
+        sweep.start()
+        sweep.join(timeout=2)
+        assert sweep.is_alive()  # waiting for the writer's transaction, not sweeping its folder
+        go.touch()
+        sweep.join(timeout=60)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        assert reports and reports[0].removed == () and reports[0].clean, reports
+        placed_model = queries.get_model(store, "placed")
+        assert store.model_path(placed_model).is_dir()
 
 
 def test_opening_a_store_twice_in_one_process_keeps_its_commits_visible_to_other_processes(tmp_path):

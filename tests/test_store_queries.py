@@ -12,6 +12,8 @@ from store import bitset, queries
 from store.db import NotFoundError, StoreError
 from store.tables import Evaluation, Job, LayerRetention, Model, PruningRun
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 
 def _round_trip(store, row):
     with store.write() as session:
@@ -144,8 +146,9 @@ def test_pages_are_slices_of_the_whole_list(store, lineage):
     assert queries.list_runs(store, "llama", base="llama-base", limit=1) == queries.list_runs(store, base=1)[:1]
     assert queries.count_runs(store) == 3 and queries.count_runs(store, "wikitext") == 1
     for key in queries.MODEL_SORTS:
-        whole = queries.list_models(store, "llama", sort=key, descending=True)
-        assert queries.list_models(store, "llama", sort=key, descending=True, limit=2, offset=1) == whole[1:3]
+        for descending in (True, False):
+            whole = queries.list_models(store, "llama", sort=key, descending=descending)
+            assert queries.list_models(store, "llama", sort=key, descending=descending, limit=2, offset=1) == whole[1:3]
     assert queries.count_models(store) == 4 and queries.count_models(store, "llama") == 3
 
 

@@ -18,6 +18,8 @@ from workbench.jobs import submit
 from workbench.sources import job_model
 from workbench.spec import PruneSpec
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 
 def request() -> dict:
     return PruneSpec(model="some-model", scorer="ppm", percent=25).to_dict()
@@ -65,8 +67,7 @@ def test_a_job_that_does_not_finish_well_fails_those_waiting_for_it_in_turn(stor
         jobs.retry(store, second)
 
 
-def test_processes_claiming_a_chain_at_once_claim_each_job_once_and_in_order(tmp_path):
-    location = tmp_path / "store"
+def test_processes_claiming_a_chain_at_once_claim_each_job_once_and_in_order(location, tmp_path):
     with Store.open(location) as store:
         ids = [submit(store, "prune", request())]
         for _ in range(24):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from store_fixtures import model_row, run_row
 from study_store import NAME, T0, evaluations, fill_study, retention
 
@@ -15,6 +16,8 @@ from workbench.studies.findings import findings
 from workbench.studies.report import report
 from workbench.studies.request import EvalSettings, SweepRequest, config_key, config_of
 from workbench.studies.view import gather
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 
 def test_the_table_marks_the_best_of_each_column_by_its_direction(store):
@@ -90,7 +93,7 @@ def test_the_report_holds_every_configuration_and_how_each_figure_was_measured(s
 
 def test_show_list_and_report_from_the_command_line(store, tmp_path, capsys):
     fill_study(store)
-    where = ["--store", str(store.root)]
+    where = ["--store", store.location]
     assert main([*where, "study", "list"]) == 0
     assert "smol-study  smol-base" in capsys.readouterr().out
     assert main([*where, "study", "show", NAME]) == 0

@@ -21,6 +21,8 @@ from workbench.studies.request import SweepRequest
 from workbench.studies.sweep import plan, queue
 from workbench.studies.view import gather
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 SMALL = ["--samples", "4", "--seq-len", "32"]
 LIMIT_S = 300  # generous: the machine may be busy; nothing here asserts on speed
 
@@ -101,8 +103,8 @@ def test_calibrating_on_the_text_perplexity_measures_is_flagged(store, tiny_mode
 
 def test_a_sweep_runs_end_to_end_then_reuses_what_is_done(store, tiny_model_dirs, tmp_path, capsys):
     model_io.import_model(store, str(tiny_model_dirs["llama"]), name="tiny")  # (the import job is tested above)
-    location, model = store.root, "tiny"
-    args = ["--store", str(location), "sweep", model, "--scorers", "ppm,wanda", "--percent", "20", "--calibration",
+    location, model = store.location, "tiny"
+    args = ["--store", location, "sweep", model, "--scorers", "ppm,wanda", "--percent", "20", "--calibration",
             "wikitext2,sms", "--tasks", "ppl:wikitext2,ppl:sms", "--name", "tiny-study", *SMALL]  # fmt: skip
     code = main(args)
     out = capsys.readouterr().out
@@ -133,19 +135,20 @@ def test_a_sweep_runs_end_to_end_then_reuses_what_is_done(store, tiny_model_dirs
     assert wider.counts() == {"configurations": 6, "import": 0, "prune": 3, "eval": 3, "runs reused": 3,
                               "prunings waited for": 0}  # fmt: skip
 
-    assert main(["--store", str(location), "study", "show", "tiny-study", "--csv"]) == 0
+    assert main(["--store", location, "study", "show", "tiny-study", "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 5 and lines[0].startswith("configuration,scorer,")
-    assert main(["--store", str(location), "study", "report", "tiny-study", "--out", str(tmp_path / "r.md")]) == 0
+    assert main(["--store", location, "study", "report", "tiny-study", "--out", str(tmp_path / "r.md")]) == 0
     report = (tmp_path / "r.md").read_text()
     assert all(f"| {r.label} |" in report for r in view.rows) and "## Findings" in report
 
 
+@pytest.mark.backends("sqlite")  # (the store's side of it runs on both in test_study_jobs.py)
 def test_a_pruning_that_fails_fails_the_evaluation_waiting_for_it(store, tiny_model_dirs):
     base = model_io.import_model(store, str(tiny_model_dirs["llama"]), name="tiny")
     queued = queue(store, plan(store, sweep("tiny", scorers=("ppm",), percents=(20.0,), tasks=("ppl:sms",)), DATA))
     (store.model_path(base) / "model.safetensors").unlink()  # checked and queued; now the load will fail
-    assert main(["--store", str(store.root), "jobs", "work"]) == 0
+    assert main(["--store", store.location, "jobs", "work"]) == 0
     found = jobs.jobs_by_id(store, queued.new_jobs)
     [prune] = [j for j in found.values() if j.kind == "prune"]
     [waiting] = [j for j in found.values() if j.after_job_id == prune.id]
@@ -176,7 +179,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, store
         options[flag] = value.replace("MISSING", str(tmp_path / "missing.txt"))
     model = options.pop("--model")
     before = sorted(p.relative_to(store.root) for p in store.root.rglob("*") if "sqlite" not in p.name)
-    code = main(["--store", str(store.root), "sweep", model, *(x for kv in options.items() for x in kv if kv[1]),
+    code = main(["--store", store.location, "sweep", model, *(x for kv in options.items() for x in kv if kv[1]),
                  *SMALL])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err

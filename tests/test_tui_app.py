@@ -178,6 +178,7 @@ async def test_an_empty_store_says_on_each_list_how_to_fill_it(store):
 
 
 def test_serve_runs_the_workbench_for_a_browser_on_localhost_only(tmp_path, monkeypatch):
+    """What each browser session runs (tests/test_serve.py serves for real, behind its token)."""
     import textual_serve.server
 
     from workbench.cli.main import main
@@ -185,7 +186,7 @@ def test_serve_runs_the_workbench_for_a_browser_on_localhost_only(tmp_path, monk
     served = []
 
     class Server:
-        def __init__(self, command: str, host: str, port: int, title: str) -> None:
+        def __init__(self, command: str, host: str, port: int, **options: object) -> None:
             served.append((command, host, port))
 
         def serve(self) -> None:
@@ -193,10 +194,12 @@ def test_serve_runs_the_workbench_for_a_browser_on_localhost_only(tmp_path, monk
 
     monkeypatch.setattr(textual_serve.server, "Server", Server)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORKBENCH_STORE", "elsewhere")  # (restored after the test: serve() sets it)
     assert main(["serve", "--store", "here", "--data-dir", ".", "--port", "9001"]) == 0
     command, host, port = served[0]
     assert (host, port) == ("localhost", 9001)
-    assert command.endswith(f"-m workbench tui --store {tmp_path / 'here'} --data-dir {tmp_path}")
+    assert command.endswith(f"-m workbench tui --data-dir {tmp_path}")
+    assert os.environ["WORKBENCH_STORE"] == str(tmp_path / "here")  # the sessions' store, out of sight of `ps`
 
 
 @pytest.mark.anyio

@@ -39,10 +39,10 @@ def take_up_queued(store: Store) -> None:
     --detach would start it; said on stderr, so that JSON on stdout stays whole. Commands that show
     jobs call it."""
     from store.jobs import count_jobs
-    from workbench.jobs.worker import WORKER_LOG, ensure_worker
+    from workbench.jobs.worker import ensure_worker, log_path
 
     if ensure_worker(store):
-        print(f"started a job process for the queued jobs (its output: {store.root / WORKER_LOG})", file=sys.stderr)
+        print(f"started a job process for the queued jobs (its output: {log_path(store)})", file=sys.stderr)
     elif store.read_only and (queued := count_jobs(store, "queued")):
         print(f"{queued} jobs queued, and none can run while the store {store.root} {store.read_only}", file=sys.stderr)
 

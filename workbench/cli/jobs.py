@@ -14,7 +14,7 @@ from store.jobs import JobInfo
 from workbench.cli.common import open_store, print_json, take_up_queued
 from workbench.errors import UserError
 from workbench.jobs import KINDS, ensure_worker, log_file, worker_running
-from workbench.jobs.worker import RECOVER_EVERY_S, WORKER_LOG
+from workbench.jobs.worker import RECOVER_EVERY_S, log_path
 from workbench.tabular import Column, Table, fixed, size
 
 FOLLOW_EVERY_S = 0.25
@@ -102,6 +102,7 @@ def _row(job: JobInfo) -> dict:
         "progress": 100 * job.progress,
         "elapsed": _elapsed(job),
         "eta_seconds": job.eta_seconds if job.status == "running" else None,
+        "host": job.host,
         "device": job.device,
         "peak_memory_bytes": job.peak_memory_bytes,
         "created_at": job.created_at,
@@ -118,6 +119,7 @@ JOB_COLUMNS = [
     Column("progress", "%", fixed(0), numeric=True),
     Column("elapsed", fmt=_duration, numeric=True),
     Column("eta_seconds", "eta", _duration, numeric=True),
+    Column("host"),
     Column("device"),
     Column("peak_memory_bytes", "peak mem", size, numeric=True),
     Column("created_at", "queued"),
@@ -254,7 +256,7 @@ class _Watch:
     def _start_worker(self) -> None:
         why = f"the store {self.store.root} {self.store.read_only}" if self.store.read_only else ""
         if not why and self.starts >= self.STARTS:
-            why = f"the job processes started for it ended at once (their output: {self.store.root / WORKER_LOG})"
+            why = f"the job processes started for it ended at once (their output: {log_path(self.store)})"
         if why:
             raise UserError(f"job {self.job_id} is queued and nothing runs it: {why}")
         if ensure_worker(self.store):

@@ -7,11 +7,13 @@ the job does not honour in time ends by terminating the process. The child beats
 progress itself; the worker watches for children that end without recording an outcome, and
 escalates cancels: SIGTERM after TERMINATE_AFTER_S, SIGKILL after KILL_AFTER_S.
 
-Every worker holds a shared lock on <store>/worker.lock while it may still claim work.
-`ensure_worker` probes that lock: when no worker holds it and work is queued, it starts one in a
-session of its own (no terminal: closing the one that asked does not end it). A worker that
-finds the queue empty releases the lock and then looks once more, so a job queued while it was
-leaving is never stranded.
+Every worker holds a shared lock on <store>/worker.<host>.lock while it may still claim work.
+`ensure_worker` probes that lock: when no worker on this host holds it and work is queued, it
+starts one in a session of its own (no terminal: closing the one that asked does not end it). A
+worker that finds the queue empty releases the lock and then looks once more, so a job queued
+while it was leaving is never stranded. The lock (and the workers' log) is per host because a
+store's folder may be one that several hosts mount (a PostgreSQL store's files): a worker on one
+host must not stop another host from starting its own.
 """
 
 from __future__ import annotations
@@ -29,11 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from store import jobs
-from store.db import DB_FILE, Store, StoreError, host_name
+from store.db import Store, StoreError, host_name
 from store.jobs import JobInfo
 
-LOCK = "worker.lock"
-WORKER_LOG = "worker.log"  # the output of workers started by ensure_worker
 POLL_S = 0.5
 RECOVER_EVERY_S = 10.0  # jobs of processes that died elsewhere (e.g. a killed foreground CLI)
 TERMINATE_AFTER_S = 10.0  # after the cancel was asked, if the job has not stopped by itself
@@ -42,13 +42,14 @@ KILL_AFTER_S = 15.0
 _started: list[subprocess.Popen[bytes]] = []  # workers this process started (reaped when done)
 
 
-def store_location(store: Store) -> str:
-    """What $WORKBENCH_STORE must say for another process to open this store (a database URL
-    with its password: passed in the environment, never on a command line)."""
-    url = store.engine.url
-    if url.get_backend_name() == "sqlite" and url.database == str(store.root / DB_FILE):
-        return str(store.root)
-    return url.render_as_string(hide_password=False)
+def lock_path(store: Store) -> Path:
+    """The lock a worker on this host holds while it may claim work."""
+    return store.root / f"worker.{host_name()}.lock"
+
+
+def log_path(store: Store) -> Path:
+    """The output of the workers ensure_worker starts on this host."""
+    return store.root / f"worker.{host_name()}.log"
 
 
 def ensure_worker(store: Store) -> bool:
@@ -59,17 +60,17 @@ def ensure_worker(store: Store) -> bool:
     _started[:] = [p for p in _started if p.poll() is None]
     if store.read_only or not jobs.count_jobs(store, "queued"):
         return False
-    with (store.root / LOCK).open("a") as lock:
+    with lock_path(store).open("a") as lock:
         try:
             # Held while starting the worker, so a concurrent caller sees it as running.
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        with (store.root / WORKER_LOG).open("ab") as output:
+        with log_path(store).open("ab") as output:
             _started.append(
                 subprocess.Popen(
                     [sys.executable, "-P", "-m", "workbench", "jobs", "work"],
-                    env=os.environ | {"WORKBENCH_STORE": store_location(store)},
+                    env=os.environ | store.environment(),
                     cwd=store.root,
                     stdin=subprocess.DEVNULL,
                     stdout=output,
@@ -81,10 +82,10 @@ def ensure_worker(store: Store) -> bool:
 
 
 def worker_running(store: Store) -> bool:
-    """Whether a worker holds the store's worker lock."""
+    """Whether a worker on this host holds the store's worker lock."""
     if store.read_only:  # no lock file can be made, and no worker writes here
         return False
-    with (store.root / LOCK).open("a") as lock:
+    with lock_path(store).open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -105,7 +106,7 @@ def work(
     """Claim and run queued jobs until the queue is empty (with `follow`, until interrupted).
     At most `max_parallel` jobs run at once on this host, counting other workers' and
     foreground CLIs' (one GPU: one at a time). Returns how many jobs it ran."""
-    lock = (store.root / LOCK).open("a")
+    lock = lock_path(store).open("a")
     fcntl.flock(lock, fcntl.LOCK_SH)
     children: dict[int, _Child] = {}
     ran = 0
@@ -160,8 +161,7 @@ def _spawn(store: Store, job: JobInfo) -> _Child | None:
     if not cwd.is_dir():
         _note(log, f"the folder the job was queued in, {cwd}, is gone: running in {store.root}")
         cwd = store.root
-    env = os.environ | {
-        "WORKBENCH_STORE": store_location(store),
+    env = os.environ | store.environment() | {
         "TQDM_DISABLE": "1",  # progress goes to the job row; bars would only fill the log
         "PYTHONUNBUFFERED": "1",  # the log shows what happened up to a crash
     }
