@@ -110,7 +110,7 @@ def test_a_store_at_schema_0001_upgrades_on_open_and_keeps_its_rows(tmp_path):
 
     with Store.open(folder) as store:
         with store.engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
             indexes = set(connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars())
         assert {"ix_evaluation_model_task_metric", "ix_pruningrun_scorer", "ix_pruningrun_created_at"} <= indexes
 
@@ -140,7 +140,7 @@ def test_downgrading_to_0001_and_opening_again_round_trips(store):
     connection.close()
     assert "job" not in tables
     with Store.open(folder) as reopened, reopened.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
 
 
 def test_a_store_at_schema_0003_upgrades_keeping_its_jobs(tmp_path):

@@ -70,25 +70,37 @@ class Target:
     def parameters(self) -> int:
         return self.row.parameters if self.row is not None else count_parameters(self._skeleton())
 
+    def stored_dtype(self) -> torch.dtype:
+        """The dtype the model's weights are (or, imported, will be) stored in."""
+        if self.row is not None:
+            return getattr(torch, self.row.dtype)
+        config = self._skeleton().config
+        dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        if self.source is not None and self.source.kind in ("bundled", "gguf"):
+            return torch.float32  # dequantised
+        return dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype or "float32"))
+
     def tokenizer(self, store: Store) -> PreTrainedTokenizerBase:
         if self.row is not None:
             return load_tokenizer(store.model_path(self.row))
         return _guarded(self.source, lambda: _source_tokenizer(self.source))
 
     def load(
-        self, store: Store, device: torch.device, dtype: torch.dtype
+        self, store: Store, device: torch.device, dtype: torch.dtype | None
     ) -> tuple[ModelInfo, PreTrainedModel, PreTrainedTokenizerBase]:
-        """The stored row, the model on the device in the dtype, and its tokenizer; a source is
-        imported into the store first (and that loaded copy is the one returned)."""
+        """The stored row, the model on the device in the dtype (None: the dtype it is stored in),
+        and its tokenizer; a source is imported into the store first (and that loaded copy is the
+        one returned)."""
         if self.row is not None:
             folder = store.model_path(self.row)
-            return self.row, load_model(folder, device, dtype), load_tokenizer(folder)
+            return self.row, load_model(folder, device, dtype or getattr(torch, self.row.dtype)), load_tokenizer(folder)
         model, tokenizer = _guarded(self.source, lambda: _load_source(self.source))
         row = save_new_model(
             store, model, tokenizer, name=queries.unique_model_name(store, self.source.default_name),
             source=self.source.kind, source_ref=self.source.ref,
         )
-        return row, model.to(device=device, dtype=dtype), tokenizer
+        self.row = row
+        return row, model.to(device=device, dtype=dtype or getattr(torch, row.dtype)), tokenizer
 
     def _skeleton(self) -> PreTrainedModel:
         """The model's modules on the meta device: its architecture with no weights read."""

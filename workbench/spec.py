@@ -41,6 +41,12 @@ ALLOCATIONS = {
 }
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SAVE_DTYPES = ("parent", "float32", "bfloat16", "float16")  # "parent": the weights as the parent stores them
+REPAIRS = {
+    "oneshot": "refit each layer's kept down_proj columns on the parent's activations",
+    "sequential": "refit layer by layer on activations of the model already cut and repaired below",
+}
+REPAIR_DAMPING = 0.01  # lambda = this x the mean diagonal of G[K, K]
 GLOBAL_FLOOR = 0.10  # a layer keeps at least this share of its width under global allocation
 
 
@@ -59,12 +65,20 @@ class PruneSpec:
     samples: int = 64
     seq_len: int = 512
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: str = "auto"  # of the forward passes (calibration, repair); the saved weights keep save_dtype
     name: str | None = None  # the result model's name; made up from the settings when absent
+    save_dtype: str = "parent"
+    repair: str | None = None  # None, or a REPAIRS key: refit down_proj on calibration activations
+    repair_damping: float = REPAIR_DAMPING
 
     @property
     def data_driven(self) -> bool:
         return SCORERS[self.scorer].data_driven
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the run reads calibration text: a data-driven scorer, or a repair."""
+        return self.data_driven or self.repair is not None
 
     @property
     def target_kind(self) -> str:
@@ -92,20 +106,26 @@ class PruneSpec:
             raise UserError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
             raise UserError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.data_driven:
+        if self.save_dtype not in SAVE_DTYPES:
+            raise UserError(f"unknown save dtype {self.save_dtype!r}; choose one of {', '.join(SAVE_DTYPES)}")
+        if self.repair is not None and self.repair not in REPAIRS:
+            raise UserError(f"unknown repair {self.repair!r}; choose one of {', '.join(REPAIRS)}")
+        if not (self.repair_damping >= 0 and math.isfinite(self.repair_damping)):
+            raise UserError(f"--repair-damping must be 0 or more, got {self.repair_damping:g}")
+        if self.calibrated:
             if self.samples < 1:
                 raise UserError(f"--samples must be at least 1, got {self.samples}")
             if self.seq_len < 2:
                 raise UserError(f"--seq-len must be at least 2 tokens, got {self.seq_len}")
         elif self.calibration is not None:
-            raise UserError(f"{self.scorer} is a static scorer: it takes no --calibration")
+            raise UserError(f"{self.scorer} is a static scorer: it takes no --calibration (unless with --repair)")
         parse_layers(self.layers, None)
         return self
 
     @property
     def calibration_source(self) -> str | None:
-        """The calibration source a data-driven scorer uses (WikiText-2 unless told)."""
-        return (self.calibration or "wikitext2") if self.data_driven else None
+        """The calibration source a data-driven scorer or a repair uses (WikiText-2 unless told)."""
+        return (self.calibration or "wikitext2") if self.calibrated else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
