@@ -2,8 +2,9 @@
 artifacts/ that no row points at (orphans), which `fix` removes.
 
 Every entry under artifacts/ belongs to a row: artifacts/<kind>/<name> is claimed by a model whose
-path is in it, or by a job whose log path is in it; a new kind of artifact adds its column to
-`_claimed`. Folders under artifacts/tmp belong to the process that is writing them (see
+path is in it, by a job whose log path is in it, or by a job not yet done whose spec names it as its
+checkpoint folder (a heal's, kept for a retry to resume from); a new kind of artifact adds its column
+to `_claimed`. Folders under artifacts/tmp belong to the process that is writing them (see
 db.temp_name); once that process is gone they are orphans too.
 
 `fix` removes orphans only. Rows pointing at missing files stay: a model row carries lineage and
@@ -69,6 +70,8 @@ def check(store: Store, *, fix: bool = False) -> CheckReport:
             parts = PurePosixPath(log).parts
             if parts[:1] == (ARTIFACTS,):
                 claimed.add(_entry(PurePosixPath(*parts[1:])))
+        checkpointed = session.execute(select(Job.spec).where(Job.kind == "heal", Job.status != "done")).scalars()
+        claimed |= {_entry(PurePosixPath(spec["checkpoint"])) for spec in checkpointed if spec.get("checkpoint")}
         orphans, in_progress = _unclaimed(store.artifacts, claimed)
         # Moved aside under the lock (a rename, fast); deleted after it is released.
         doomed = [_move_aside(store.artifacts, o) for o in orphans] if fix else []

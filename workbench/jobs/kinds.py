@@ -7,6 +7,7 @@ A kind's `normalize` and `summarize` are light (no torch): `submit` and the TUI 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from store.db import Store
 from workbench.errors import UserError
 from workbench.progress import Progress
 from workbench.sources import ImportRequest
-from workbench.spec import PruneSpec
+from workbench.spec import HealSpec, PruneSpec
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class JobKind:
     normalize: Callable[[dict[str, Any]], dict[str, Any]]  # the request validated, with its defaults (UserError)
     summarize: Callable[[dict[str, Any]], str]  # one line for listings
     run: Callable[[dict[str, Any], JobContext], dict[str, Any]]  # does the work; the report (the job's result)
+    # Keeps checkpoints in artifacts/<spec["checkpoint"]>, named at submit so that a retry (which
+    # copies the spec) resumes from them; the job claims the folder for `store check`.
+    checkpointed: bool = False
 
 
 def _run_prune(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
@@ -67,6 +71,18 @@ def _run_eval(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
     return evaluate(EvalSpec.from_dict(request), job.store, job.data, job.progress, job_id=job.job_id).to_dict()
 
 
+def _run_heal(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
+    from workbench.heal import heal
+
+    return heal(HealSpec.from_dict(request), job.store, job.data, job.progress, job_id=job.job_id).to_dict()
+
+
+def _summarize_heal(request: dict[str, Any]) -> str:
+    teacher = f" from {request['teacher']}" if request.get("teacher") else ""
+    source = Path(str(request.get("data"))).name
+    return f"heal {request.get('model')}{teacher} on {source}, {request.get('tokens'):,} tokens"
+
+
 def _summarize_eval(request: dict[str, Any]) -> str:
     return f"{', '.join(request.get('models', []))}: {', '.join(request.get('tasks', []))}"
 
@@ -90,6 +106,8 @@ KINDS: dict[str, JobKind] = {
         JobKind("prune", lambda r: PruneSpec.from_dict(r).validate().to_dict(), _summarize_prune, _run_prune),
         JobKind("eval", _normalize_eval, _summarize_eval, _run_eval),
         JobKind("import", lambda r: ImportRequest.from_dict(r).validate().to_dict(), _summarize_import, _run_import),
+        JobKind("heal", lambda r: HealSpec.from_dict(r).validate().to_dict(), _summarize_heal, _run_heal,
+                checkpointed=True),
     ]
 }
 
@@ -119,11 +137,14 @@ def submit(
     the CLI pass theirs; None: none, hub datasets). With `after`, it is claimed only once job
     `after` is done. Given a session from `store.write()`, the job is queued in that transaction.
     """
-    normalized = kind_of(kind).normalize(request)
+    job_kind = kind_of(kind)
+    normalized = job_kind.normalize(request)
     spec = {
         "request": normalized,
         "cwd": os.fspath(Path(cwd or os.getcwd()).absolute()),
         "data_dir": os.fspath(Path(data_dir).absolute()) if data_dir is not None else None,
         "out": os.fspath(Path(out).absolute()) if out is not None else None,
     }
+    if job_kind.checkpointed:
+        spec["checkpoint"] = f"checkpoints/{kind}-{secrets.token_hex(6)}"
     return jobs.add_job(store, kind, spec, after=after)
