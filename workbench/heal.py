@@ -140,7 +140,8 @@ def _refuse_if_too_big(spec: HealSpec, student: ModelInfo, teacher: ModelInfo, d
         trained = spec.lora_rank * 4 * student.hidden_size * student.num_layers * 7
     vocab = max(1, (student.parameters - 3 * student.hidden_size * sum(student.widths)) // student.hidden_size)
     tokens = spec.batch_size * spec.seq_len
-    activations = tokens * (4 * vocab * 4 + student.num_layers * (16 * student.hidden_size + 3 * max(student.widths)) * 4)
+    per_token = 4 * vocab + student.num_layers * (16 * student.hidden_size + 3 * max(student.widths))
+    activations = tokens * per_token * 4
     parts = {
         "teacher": teacher.parameters * compute,
         "student": student.parameters * 4,
