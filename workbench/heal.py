@@ -40,7 +40,7 @@ from workbench import calibration, model_io
 from workbench.architecture import glu_mlps
 from workbench.devices import MemoryMeter, dtype_name, free_memory, resolve_device, resolve_dtype
 from workbench.errors import UserError
-from workbench.progress import Progress
+from workbench.progress import Cancelled, Progress
 from workbench.pruning import versions
 from workbench.spec import HealSpec
 from workbench.texts import load_source
@@ -114,6 +114,8 @@ def _checked(spec: HealSpec, store: Store, data: Path | None) -> _Checked:
             f"the teacher {teacher.row.name} tokenises differently from {student.row.name}: "
             "distillation compares their logits token by token, so they must share a tokenizer"
         )
+    device = resolve_device(spec.device)
+    _refuse_if_too_big(spec, student.row, teacher.row, device)
     text = load_source(spec.data, data)
     stream = calibration.token_stream(student_tokens, text.calibration)
     count = len(stream) // spec.seq_len
@@ -123,8 +125,6 @@ def _checked(spec: HealSpec, store: Store, data: Path | None) -> _Checked:
             f"needs {spec.batch_size * spec.seq_len} (lower --batch-size or --seq-len)"
         )
     windows = torch.tensor(stream[: count * spec.seq_len], dtype=torch.long).view(count, spec.seq_len)
-    device = resolve_device(spec.device)
-    _refuse_if_too_big(spec, student.row, teacher.row, device)
     return _Checked(student, teacher, windows, text.name, device)
 
 
@@ -318,10 +318,13 @@ def heal(
     try:
         with model_io._quiet_transformers():  # no progress bars from checkpoint saves
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except (Cancelled, KeyboardInterrupt):
+        shutil.rmtree(scratch, ignore_errors=True)  # a cancelled heal leaves nothing behind
+        raise
     except BaseException:
         if checkpoints is None:
-            shutil.rmtree(scratch, ignore_errors=True)  # nothing can resume it
-        raise
+            shutil.rmtree(scratch, ignore_errors=True)  # nothing could resume from it
+        raise  # a retry of the job resumes from its checkpoints
     curve = [[float(e["step"]), float(e["step"] * spec.batch_size * spec.seq_len), float(e["loss"])]
              for e in trainer.state.log_history if "loss" in e and "step" in e]
     model = trainer.model

@@ -228,8 +228,10 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> PreTra
 
 
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    # A per-layer model's config names the workbench's own module (see per_layer_widths), which the
+    # tokenizer's loader reads the config through: without the flag it would stop to ask on a terminal.
     with _quiet_transformers():
-        return AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=per_layer_widths.is_per_layer(folder))
 
 
 def folder_size(folder: Path) -> int:
