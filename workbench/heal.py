@@ -291,7 +291,7 @@ def heal(
         learning_rate=spec.lr,
         max_steps=steps,
         lr_scheduler_type="cosine",
-        warmup_steps=math.ceil(spec.warmup * steps),
+        warmup_steps=int(spec.warmup * steps),  # rounded down: a one-step heal must not warm up from zero
         weight_decay=0.0,
         logging_steps=1,
         save_strategy="no",  # the callback asks for a checkpoint every checkpoint_every_s seconds
