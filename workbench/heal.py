@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
