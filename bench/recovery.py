@@ -35,7 +35,7 @@ OUT = RESULTS / "recovery.json"
 REPO = Path(__file__).resolve().parents[1]
 CALIBRATION = ["--calibration", "wikitext2", "--samples", "32", "--seq-len", "512"]
 TASKS = "ppl:wikitext2,ppl:sms,arc_easy,piqa"
-HEAL = {"tokens": 32768, "seq_len": 256, "batch_size": 4, "lr": 3e-4, "train": "all"}
+HEAL = {"tokens": 16384, "seq_len": 256, "batch_size": 4, "lr": 3e-4, "train": "all"}
 
 
 def main() -> None:
@@ -114,15 +114,17 @@ def _plan(percents: list[float], allocations: list[str], heal: dict) -> list[dic
                 {"label": f"{at} repair oneshot + heal", "step": "repair oneshot + heal",
                  "model": f"{name}-oneshot-healed", "after": f"{at} repair oneshot",
                  "command": ["heal", f"{name}-oneshot", *heal_args, "--name", f"{name}-oneshot-healed"]},
+            ]  # fmt: skip
+            if allocation == "uniform":
+                steps.append({"label": f"{at} optipfair", "step": "optipfair", "model": f"optipfair-p{percent:g}",
+                              "percent": percent})  # fmt: skip
+            steps += [
                 {"label": f"{at} heal", "step": "heal", "model": f"{name}-healed", "after": f"{at} cut",
                  "command": ["heal", name, *heal_args, "--name", f"{name}-healed"]},
                 {"label": f"{at} repair sequential", "step": "repair sequential", "model": f"{name}-sequential",
                  "after": f"{at} cut",
                  "command": [*prune, "--repair", "sequential", "--name", f"{name}-sequential"]},
             ]  # fmt: skip
-            if allocation == "uniform":
-                steps.append({"label": f"{at} optipfair", "step": "optipfair", "model": f"optipfair-p{percent:g}",
-                              "percent": percent})  # fmt: skip
     return steps
 
 
