@@ -334,8 +334,8 @@ HEAL_TRAIN = {
 @dataclass(frozen=True)
 class HealSpec:
     """One heal request: distil `teacher` (default: the model's parent in the store) into `model`
-    on a text source's calibration part, KL divergence on the logits. Defaults come from
-    bench/recovery.py's measurements on SmolLM2-135M."""
+    on a text source's calibration part, KL divergence on the logits. The defaults are the settings
+    bench/recovery.py measured on SmolLM2-135M (one setting, not a tuned optimum: see README)."""
 
     model: str
     data: str
@@ -343,7 +343,7 @@ class HealSpec:
     teacher: str | None = None
     seq_len: int = 256
     batch_size: int = 4
-    lr: float = 1e-4
+    lr: float = 3e-4
     temperature: float = 1.0
     train: str = "all"
     warmup: float = 0.05  # share of the steps the learning rate warms up over, then cosine decay to zero
