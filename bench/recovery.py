@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--heal-tokens", type=int, default=HEAL["tokens"])
     parser.add_argument("--lr", type=float, default=HEAL["lr"])
     parser.add_argument("--train", default=HEAL["train"])
+    parser.add_argument("--tag", default="", help="appended to the heal rows' labels and model names, e.g. 64k")
     parser.add_argument("--only", help="run only rows with these labels, e.g. '40% uniform repair oneshot'")
     parser.add_argument("--optipfair-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -67,7 +68,7 @@ def main() -> None:
     done = {r["label"] for r in rows}
     wb = Workbench(args.store)
     wb.run("models", "import", "smollm2", "--if-missing")
-    plan = _plan([float(p) for p in args.percents.split(",")], args.allocations.split(","), heal)
+    plan = _plan([float(p) for p in args.percents.split(",")], args.allocations.split(","), heal, args.tag)
     if args.only:
         wanted = {s.strip() for s in args.only.split(",")}
         plan = [p for p in plan if p["label"] in wanted]
@@ -77,6 +78,8 @@ def main() -> None:
         if step["label"] in done:
             continue
         row = {k: v for k, v in step.items() if k != "command"}
+        if step["step"].endswith("heal"):
+            row["heal_tokens"] = heal["tokens"]
         measured = wb.optipfair(step) if step["step"] == "optipfair" else wb.step(step["command"])
         row |= measured
         parent = next((r for r in rows if r["label"] == step.get("after")), None)
@@ -95,7 +98,7 @@ def _record(rows: list[dict], summary: dict, row: dict) -> None:
           flush=True)
 
 
-def _plan(percents: list[float], allocations: list[str], heal: dict) -> list[dict]:
+def _plan(percents: list[float], allocations: list[str], heal: dict, tag: str = "") -> list[dict]:
     """The rows in the order they run: the 40% uniform pipeline first (the goal), then the rest."""
     steps = []
     heal_args = ["--data", "wikitext2", "--tokens", str(heal["tokens"]), "--seq-len", str(heal["seq_len"]),
@@ -111,16 +114,16 @@ def _plan(percents: list[float], allocations: list[str], heal: dict) -> list[dic
                 {"label": f"{at} cut", "step": "cut", "model": name, "command": [*prune, "--name", name]},
                 {"label": f"{at} repair oneshot", "step": "repair oneshot", "model": f"{name}-oneshot",
                  "after": f"{at} cut", "command": [*prune, "--repair", "oneshot", "--name", f"{name}-oneshot"]},
-                {"label": f"{at} repair oneshot + heal", "step": "repair oneshot + heal",
-                 "model": f"{name}-oneshot-healed", "after": f"{at} repair oneshot",
-                 "command": ["heal", f"{name}-oneshot", *heal_args, "--name", f"{name}-oneshot-healed"]},
+                {"label": f"{at} repair oneshot + heal{tag and ' ' + tag}", "step": "repair oneshot + heal",
+                 "model": f"{name}-oneshot-healed{tag}", "after": f"{at} repair oneshot",
+                 "command": ["heal", f"{name}-oneshot", *heal_args, "--name", f"{name}-oneshot-healed{tag}"]},
             ]  # fmt: skip
             if allocation == "uniform":
                 steps.append({"label": f"{at} optipfair", "step": "optipfair", "model": f"optipfair-p{percent:g}",
                               "percent": percent})  # fmt: skip
             steps += [
-                {"label": f"{at} heal", "step": "heal", "model": f"{name}-healed", "after": f"{at} cut",
-                 "command": ["heal", name, *heal_args, "--name", f"{name}-healed"]},
+                {"label": f"{at} heal{tag and ' ' + tag}", "step": "heal", "model": f"{name}-healed{tag}",
+                 "after": f"{at} cut", "command": ["heal", name, *heal_args, "--name", f"{name}-healed{tag}"]},
                 {"label": f"{at} repair sequential", "step": "repair sequential", "model": f"{name}-sequential",
                  "after": f"{at} cut",
                  "command": [*prune, "--repair", "sequential", "--name", f"{name}-sequential"]},
