@@ -227,10 +227,10 @@ def markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         peak = f"{r['peak_memory_bytes'] / 2**30:.1f} GiB" if r.get("peak_memory_bytes") else "-"
+        cpu, wall, pipeline = (f"{r[k]:.0f}" if k in r else "-" for k in ("cpu_s", "wall_s", "pipeline_cpu_s"))
         lines.append(
             f"| {r['label']} | {r['parameters'] / 1e6:.1f}M | {r['ppl_wikitext2']:.2f} | {r['ppl_sms']:.2f} "
-            f"| {r['arc_easy']:.3f} | {r['piqa']:.3f} | {r.get('cpu_s', 0):.0f} | {r.get('wall_s', 0):.0f} "
-            f"| {r.get('pipeline_cpu_s', 0):.0f} | {peak} |"
+            f"| {r['arc_easy']:.3f} | {r['piqa']:.3f} | {cpu} | {wall} | {pipeline} | {peak} |"
         )
     return "\n".join(lines)
 
