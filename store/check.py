@@ -3,8 +3,9 @@ head revision), rows pointing at missing files, and files under artifacts/ that 
 (orphans), which `fix` removes.
 
 Every entry under artifacts/ belongs to a row: artifacts/<kind>/<name> is claimed by a model whose
-path is in it, or by a job whose log path is in it; a new kind of artifact adds its column to
-`claimed_entries` (which `store copy` reads too). Folders under artifacts/tmp belong to the
+path is in it, by a job whose log path is in it, or by a job not yet done whose spec names it as its
+checkpoint folder (a heal's, kept for a retry to resume from); a new kind of artifact adds its column
+to `claimed_entries` (which `store copy` reads too). Folders under artifacts/tmp belong to the
 process that is writing them (see db.temp_name); once that process is gone they are orphans too.
 
 `fix` removes orphans only, and only from a database that is whole: in a damaged one (integrity or
@@ -118,6 +119,8 @@ def claimed_entries(session: Session) -> set[str]:
         parts = PurePosixPath(log).parts
         if parts[:1] == (ARTIFACTS,):
             claimed.add(_entry(PurePosixPath(*parts[1:])))
+    checkpointed = session.execute(select(Job.spec).where(Job.kind == "heal", Job.status != "done")).scalars()
+    claimed |= {_entry(PurePosixPath(spec["checkpoint"])) for spec in checkpointed if spec.get("checkpoint")}
     return claimed
 
 

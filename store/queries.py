@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from store import bitset
 from store.db import WRITE_SESSION, NotFoundError, Store, StoreError
-from store.tables import Evaluation, Job, LayerRetention, Model, PruningRun, Study, StudyItem
+from store.tables import Evaluation, HealRun, Job, LayerRetention, Model, PruningRun, Study, StudyItem
 
 Source = Store | Session
 
@@ -106,6 +106,9 @@ class RetentionInfo:
     removed_score_mean: float | None
     removed_score_max: float | None
     kept_indices: str  # store.bitset encoding; kept() decodes it
+    repair_error_before: float | None = None  # a repaired run's relative reconstruction errors
+    repair_error_after: float | None = None
+    repair_lambda: float | None = None
 
     def kept(self) -> list[int]:
         return bitset.decode(self.kept_indices)
@@ -119,7 +122,42 @@ class RunDetail(RunSummary):
     versions: dict[str, str]
     stage_seconds: dict[str, float]
     peak_memory_bytes: int | None
+    repair: str | None
+    repair_damping: float | None
     retention: tuple[RetentionInfo, ...]
+
+
+@dataclass(frozen=True)
+class HealInfo:
+    """One heal: the model healed, its teacher, the model it made, and how it went."""
+
+    id: int
+    model_id: int
+    model_name: str
+    teacher_model_id: int
+    teacher_name: str
+    result_model_id: int | None
+    result_name: str | None
+    job_id: int | None
+    data_source: str
+    data_hash: str
+    tokens: int
+    tokens_seen: int
+    passes: float
+    steps: int
+    seq_len: int
+    batch_size: int
+    lr: float
+    temperature: float
+    train: str
+    device: str
+    dtype: str
+    settings: dict[str, Any]
+    loss_curve: list[list[float]]  # [step, tokens seen, loss] per optimiser step
+    seconds: float | None
+    peak_memory_bytes: int | None
+    versions: dict[str, str]
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -160,6 +198,9 @@ class ModelDetail:
     children: tuple[ModelInfo, ...]
     runs: tuple[RunSummary, ...]  # runs that pruned it
     evaluations: tuple[EvaluationInfo, ...]  # newest per (task, metric), newest first
+    healed_by: HealInfo | None = None  # the heal that made it
+    heals: tuple[HealInfo, ...] = ()  # heals of it
+    lineage: tuple[ModelInfo, ...] = ()  # its ancestors, root first (base -> pruned -> ...), itself last
 
 
 @dataclass(frozen=True)
@@ -380,13 +421,29 @@ def model_detail(source: Source, ref: str | int) -> ModelDetail:
     with _reading(source) as session:
         model = get_model(session, ref)
         made_by = run_summary(session, model.made_by_run_id) if model.made_by_run_id else None
+        healed_by = list_heals(session, result=model.id)
         return ModelDetail(
             model=model,
             made_by=made_by,
             children=tuple(children(session, model.id)),
             runs=tuple(list_runs(session, base=model.id)),
             evaluations=tuple(evaluations(session, [model.id])),
+            healed_by=healed_by[0] if healed_by else None,
+            heals=tuple(list_heals(session, model=model.id)),
+            lineage=tuple(lineage(session, model)),
         )
+
+
+def lineage(source: Source, model: ModelInfo) -> list[ModelInfo]:
+    """The model's ancestors, root first, and the model itself last."""
+    chain = [model]
+    with _reading(source) as session:
+        while chain[0].parent_id is not None and len(chain) < 100:
+            parent = find_model(session, chain[0].parent_id)
+            if parent is None or parent.id in {m.id for m in chain}:
+                break
+            chain.insert(0, parent)
+    return chain
 
 
 # Runs -------------------------------------------------------------------------------------------
@@ -421,7 +478,8 @@ _SUMMARY_COLUMNS = (
 )  # fmt: skip
 _DETAIL_COLUMNS = (
     PruningRun.calibration_samples, PruningRun.calibration_seq_len, PruningRun.calibration_hash,
-    PruningRun.versions, PruningRun.stage_seconds, PruningRun.peak_memory_bytes,
+    PruningRun.versions, PruningRun.stage_seconds, PruningRun.peak_memory_bytes, PruningRun.repair,
+    PruningRun.repair_damping,
 )  # fmt: skip
 
 
@@ -519,7 +577,7 @@ def retention(source: Source, run_id: int) -> list[RetentionInfo]:
         select(
             c.layer, c.original_width, c.kept_width, c.percent_kept, c.kept_score_min,
             c.kept_score_mean, c.kept_score_max, c.removed_score_min, c.removed_score_mean,
-            c.removed_score_max, c.kept_indices,
+            c.removed_score_max, c.kept_indices, c.repair_error_before, c.repair_error_after, c.repair_lambda,
         )  # fmt: skip
         .where(c.run_id == run_id)
         .order_by(c.layer)
@@ -570,6 +628,63 @@ def _add_run(session: Session, run: PruningRun) -> int:
     session.flush()
     assert run.id is not None
     return run.id
+
+
+# Heals ------------------------------------------------------------------------------------------
+
+_student = aliased(Model)
+_teacher = aliased(Model)
+_healed = aliased(Model)
+
+
+def _heals_select() -> Select[Any]:
+    h = HealRun
+    return (
+        select(
+            h.id, h.model_id, _student.name, h.teacher_model_id, _teacher.name, h.result_model_id, _healed.name,
+            h.job_id, h.data_source, h.data_hash, h.tokens, h.tokens_seen, h.passes, h.steps, h.seq_len,
+            h.batch_size, h.lr, h.temperature, h.train, h.device, h.dtype, h.settings, h.loss_curve, h.seconds,
+            h.peak_memory_bytes, h.versions, h.created_at,
+        )  # fmt: skip
+        .outerjoin(_student, _student.id == h.model_id)
+        .outerjoin(_teacher, _teacher.id == h.teacher_model_id)
+        .outerjoin(_healed, _healed.id == h.result_model_id)
+    )
+
+
+def list_heals(
+    source: Source, *, model: int | None = None, result: int | None = None, limit: int | None = None
+) -> list[HealInfo]:
+    """Heals, newest first: of model id `model`, or the one that made model id `result`."""
+    stmt = _heals_select().order_by(HealRun.id.desc()).limit(limit)
+    if model is not None:
+        stmt = stmt.where(HealRun.model_id == model)
+    if result is not None:
+        stmt = stmt.where(HealRun.result_model_id == result)
+    with _reading(source) as session:
+        return [HealInfo(*r) for r in _rows(session, stmt)]
+
+
+def get_heal(source: Source, heal_id: int) -> HealInfo:
+    with _reading(source) as session:
+        row = _rows(session, _heals_select().where(HealRun.id == heal_id)).first()
+    if row is None:
+        raise NotFoundError(f"no heal {heal_id} in the store")
+    return HealInfo(*row)
+
+
+def record_heal(session: Session, heal: HealRun, result_model: Model) -> int:
+    """Add a finished heal and the model it made (its parent: the model healed), in the caller's
+    write transaction; the heal's id."""
+    _require_write(session)
+    result_model.parent_id = heal.model_id
+    session.add(result_model)
+    session.flush()
+    heal.result_model_id = result_model.id
+    session.add(heal)
+    session.flush()
+    assert heal.id is not None
+    return heal.id
 
 
 # Evaluations ------------------------------------------------------------------------------------
@@ -647,7 +762,9 @@ def remove_model(store: Store, ref: str | int, *, force: bool = False) -> Remova
         pruned_by = tuple(session.scalars(select(PruningRun.id).where(PruningRun.base_model_id == model.id)))
         evals = session.scalar(select(func.count(Evaluation.id)).where(Evaluation.model_id == model.id)) or 0
         kids = tuple(session.scalars(select(Model.name).where(Model.parent_id == model.id).order_by(Model.id)))
-        needed = _dependants(made_by, pruned_by, evals, kids)
+        healed_from = tuple(session.scalars(select(HealRun.id).where(
+            or_(HealRun.model_id == model.id, HealRun.teacher_model_id == model.id))))
+        needed = _dependants(made_by, pruned_by, evals, kids, healed_from)
         if needed and not force:
             raise StoreError(
                 f"model {model.name!r} is still needed: {needed}. Remove those first, or force it "
@@ -656,6 +773,9 @@ def remove_model(store: Store, ref: str | int, *, force: bool = False) -> Remova
         # Studies keep their history: what pointed at the model or its deleted runs points nowhere.
         session.execute(update(Study).where(Study.base_model_id == model.id).values(base_model_id=None))
         session.execute(update(StudyItem).where(StudyItem.run_id.in_(pruned_by)).values(run_id=None))
+        session.execute(update(StudyItem).where(StudyItem.heal_id.in_(healed_from)).values(heal_id=None))
+        session.execute(delete(HealRun).where(HealRun.id.in_(healed_from)))
+        session.execute(update(HealRun).where(HealRun.result_model_id == model.id).values(result_model_id=None))
         session.execute(delete(LayerRetention).where(LayerRetention.run_id.in_(pruned_by)))
         session.execute(delete(PruningRun).where(PruningRun.id.in_(pruned_by)))
         session.execute(update(PruningRun).where(PruningRun.id.in_(made_by)).values(result_model_id=None))
@@ -696,7 +816,9 @@ def _names(session: Session, ref: str, cwd: str, model: ModelInfo) -> bool:
     return False
 
 
-def _dependants(made_by: Sequence[int], pruned_by: Sequence[int], evals: int, kids: Sequence[str]) -> str:
+def _dependants(
+    made_by: Sequence[int], pruned_by: Sequence[int], evals: int, kids: Sequence[str], heals: Sequence[int] = ()
+) -> str:
     parts = []
     if made_by:
         parts.append(f"run {', '.join(map(str, made_by))} made it")
@@ -706,6 +828,8 @@ def _dependants(made_by: Sequence[int], pruned_by: Sequence[int], evals: int, ki
         parts.append(f"{_plural(evals, 'evaluation')}")
     if kids:
         parts.append(f"{_plural(len(kids), 'child model')} ({', '.join(kids)})")
+    if heals:
+        parts.append(f"{_plural(len(heals), 'heal')} read it ({', '.join(map(str, heals))})")
     return "; ".join(parts)
 
 

@@ -17,8 +17,10 @@ from sqlmodel import Session
 from store.db import NotFoundError
 from store.jobs import JobInfo, jobs_by_id
 from store.queries import (
+    HealInfo,
     RunSummary,
     Source,
+    _heals_select,
     _matches_words,
     _reading,
     _require_write,
@@ -26,9 +28,9 @@ from store.queries import (
     _runs_select,
     sort_order,
 )
-from store.tables import Job, PruningRun, Study, StudyItem, utcnow
+from store.tables import HealRun, Job, PruningRun, Study, StudyItem, utcnow
 
-ROLES = ("import", "prune", "eval")
+ROLES = ("import", "prune", "heal", "eval")
 BASE_KEY = "base"  # the item key of the base model's evaluations (and its import)
 FAILED = ("failed", "cancelled", "interrupted")
 
@@ -68,16 +70,17 @@ class StudyItemInfo:
     study_id: int
     key: str  # canonical JSON of the configuration; "base" for the base model
     config: dict[str, Any]
-    role: str  # import | prune | eval
+    role: str  # import | prune | heal | eval
     job_id: int | None
     run_id: int | None  # a finished run reused
     created_at: datetime
+    heal_id: int | None = None  # a finished heal reused
 
 
 _STUDY = (Study.id, Study.name, Study.base_model, Study.base_model_id, Study.request, Study.created_at,
           Study.updated_at)  # fmt: skip
 _ITEM = (StudyItem.id, StudyItem.study_id, StudyItem.key, StudyItem.config, StudyItem.role, StudyItem.job_id,
-         StudyItem.run_id, StudyItem.created_at)  # fmt: skip
+         StudyItem.run_id, StudyItem.created_at, StudyItem.heal_id)  # fmt: skip
 
 
 _later = aliased(StudyItem)
@@ -207,10 +210,12 @@ def add_item(
     *,
     job_id: int | None = None,
     run_id: int | None = None,
+    heal_id: int | None = None,
 ) -> int:
     _require_write(session)
     assert role in ROLES
-    item = StudyItem(study_id=study_id, key=key, config=config, role=role, job_id=job_id, run_id=run_id)
+    item = StudyItem(study_id=study_id, key=key, config=config, role=role, job_id=job_id, run_id=run_id,
+                     heal_id=heal_id)
     session.add(item)
     session.flush()
     assert item.id is not None
@@ -232,6 +237,7 @@ def matching_runs(
     calibration_seq_len: int | None,
     calibration_hash: str | None,
     dtypes: tuple[str, ...],
+    repair: str | None = None,
 ) -> list[RunSummary]:
     """Finished runs of this base with exactly this configuration whose model is still stored,
     newest first: what a sweep reuses instead of pruning again. The calibration hash (of the token
@@ -245,7 +251,7 @@ def matching_runs(
             r.allocation == allocation, r.layers == layers, r.calibration_source.is_(None)
             if calibration_source is None else r.calibration_source == calibration_source,
             r.calibration_hash.is_(None) if calibration_hash is None else r.calibration_hash == calibration_hash,
-            r.dtype.in_(dtypes),
+            r.dtype.in_(dtypes), r.repair.is_(None) if repair is None else r.repair == repair,
         )  # fmt: skip
         .order_by(r.id.desc())
     )
@@ -253,3 +259,26 @@ def matching_runs(
         stmt = stmt.where(r.calibration_samples == calibration_samples, r.calibration_seq_len == calibration_seq_len)
     with _reading(source) as session:
         return [RunSummary(*row) for row in _rows(session, stmt)]
+
+
+def matching_heals(
+    source: Source,
+    model_id: int,
+    *,
+    data_source: str,
+    tokens: int,
+    seq_len: int,
+    batch_size: int,
+    lr: float,
+    temperature: float,
+    train: str,
+) -> list[HealInfo]:
+    """Heals of this model with exactly these settings whose result is still stored, newest first:
+    what a sweep reuses instead of healing again."""
+    h = HealRun
+    stmt = _heals_select().where(
+        h.model_id == model_id, h.result_model_id.is_not(None), h.data_source == data_source, h.tokens == tokens,
+        h.seq_len == seq_len, h.batch_size == batch_size, h.lr == lr, h.temperature == temperature, h.train == train,
+    ).order_by(h.id.desc())  # fmt: skip
+    with _reading(source) as session:
+        return [HealInfo(*row) for row in _rows(session, stmt)]

@@ -26,7 +26,7 @@ class Model(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)
-    source: str  # bundled | folder | gguf | hub | pruned
+    source: str  # bundled | folder | gguf | hub | pruned | healed
     source_ref: str = ""  # what it was imported from (path, hub id, "smollm2"); empty for pruned
     family: str  # config.model_type, e.g. "llama"
     architecture: str  # e.g. "LlamaForCausalLM"
@@ -62,6 +62,8 @@ class PruningRun(SQLModel, table=True):
     calibration_samples: int | None = None
     calibration_seq_len: int | None = None
     calibration_hash: str | None = None  # sha256 of the calibration token ids
+    repair: str | None = None  # None | oneshot | sequential: down_proj refit on calibration activations
+    repair_damping: float | None = None  # lambda over the mean diagonal of G[K, K]
     device: str
     dtype: str
     versions: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -92,6 +94,41 @@ class LayerRetention(SQLModel, table=True):
     removed_score_mean: float | None = None
     removed_score_max: float | None = None
     kept_indices: str  # store.bitset encoding of the kept neuron indices
+    # A repaired run's relative reconstruction error of the layer on its calibration tokens,
+    # plain cut and repaired, and the absolute damping its refit used.
+    repair_error_before: float | None = None
+    repair_error_after: float | None = None
+    repair_lambda: float | None = None
+
+
+class HealRun(SQLModel, table=True):
+    """One healing of a model: distillation from a teacher on a text source, and the model it made.
+    Only a finished heal is recorded (a failed or cancelled one leaves its job row alone)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="model.id", index=True)  # the model healed (the student)
+    teacher_model_id: int = Field(foreign_key="model.id")
+    result_model_id: int | None = Field(default=None, foreign_key="model.id", index=True)
+    job_id: int | None = Field(default=None, foreign_key="job.id")
+    data_source: str  # a text source; heal reads its calibration part only
+    data_hash: str  # sha256 of the token ids of its windows
+    tokens: int = Field(sa_type=BigInteger)  # asked for
+    tokens_seen: int = Field(sa_type=BigInteger)
+    passes: float  # tokens seen over the tokens the source holds
+    steps: int
+    seq_len: int
+    batch_size: int
+    lr: float
+    temperature: float
+    train: str  # all | mlp | lora:RANK
+    device: str
+    dtype: str
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # the rest
+    loss_curve: list[list[float]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    seconds: float | None = None
+    peak_memory_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    versions: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class Evaluation(SQLModel, table=True):
@@ -169,9 +206,10 @@ class StudyItem(SQLModel, table=True):
     study_id: int = Field(foreign_key="study.id")
     key: str  # the configuration, as canonical JSON; "base" for the base model
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    role: str  # import | prune | eval
+    role: str  # import | prune | heal | eval
     job_id: int | None = Field(default=None, foreign_key="job.id")
     run_id: int | None = Field(default=None, foreign_key="pruningrun.id")  # a finished run reused
+    heal_id: int | None = Field(default=None, foreign_key="healrun.id")  # a finished heal reused
     created_at: datetime = Field(default_factory=utcnow)
 
 

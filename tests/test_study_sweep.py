@@ -43,8 +43,8 @@ def wait_for_worker(store: Store) -> None:
 def test_a_sweep_queues_one_pruning_per_configuration_and_one_evaluation_per_model(store, tiny_model_dirs):
     model = str(tiny_model_dirs["llama"])  # not stored yet: an import comes first
     planned = plan(store, sweep(model), DATA)
-    assert planned.counts() == {"configurations": 6, "import": 1, "prune": 6, "eval": 7, "runs reused": 0,
-                                "prunings waited for": 0}  # fmt: skip
+    assert planned.counts() == {"configurations": 6, "import": 1, "prune": 6, "heal": 0, "eval": 7, "runs reused": 0,
+                                "prunings waited for": 0, "heals reused": 0}  # fmt: skip
     queued = queue(store, planned)
     found = jobs.jobs_by_id(store, queued.new_jobs)
     assert len(found) == 14 and set(queued.new_jobs) == set(found)
@@ -70,8 +70,9 @@ def test_a_sweep_queues_one_pruning_per_configuration_and_one_evaluation_per_mod
     assert {i.job_id for i in items} == set(queued.new_jobs)
 
     again = plan(store, sweep(model), DATA)  # everything is on its way: nothing twice
-    assert again.counts() | {"configurations": 0} == {"configurations": 0, "import": 0, "prune": 0, "eval": 0,
-                                                      "runs reused": 0, "prunings waited for": 6}  # fmt: skip
+    assert again.counts() | {"configurations": 0} == {"configurations": 0, "import": 0, "prune": 0, "heal": 0,
+                                                      "eval": 0, "runs reused": 0, "prunings waited for": 6,
+                                                      "heals reused": 0}  # fmt: skip
     assert queue(store, again).new_jobs == ()
 
     jobs.request_cancel(store, prunes[0].id)  # its evaluation will fail: both are queued again
@@ -132,8 +133,8 @@ def test_a_sweep_runs_end_to_end_then_reuses_what_is_done(store, tiny_model_dirs
     assert len(jobs.list_jobs(store)) == len(ran)
 
     wider = plan(store, sweep(model, percents=(20.0, 40.0), name="tiny-study"), DATA)  # a new target: its own jobs
-    assert wider.counts() == {"configurations": 6, "import": 0, "prune": 3, "eval": 3, "runs reused": 3,
-                              "prunings waited for": 0}  # fmt: skip
+    assert wider.counts() == {"configurations": 6, "import": 0, "prune": 3, "heal": 0, "eval": 3, "runs reused": 3,
+                              "prunings waited for": 0, "heals reused": 0}  # fmt: skip
 
     assert main(["--store", location, "study", "show", "tiny-study", "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -141,6 +142,49 @@ def test_a_sweep_runs_end_to_end_then_reuses_what_is_done(store, tiny_model_dirs
     assert main(["--store", location, "study", "report", "tiny-study", "--out", str(tmp_path / "r.md")]) == 0
     report = (tmp_path / "r.md").read_text()
     assert all(f"| {r.label} |" in report for r in view.rows) and "## Findings" in report
+
+
+def test_a_sweep_with_repair_and_heal_shows_cut_repaired_and_healed_side_by_side(store, tiny_model_dirs, tmp_path,
+                                                                                 capsys):
+    model_io.import_model(store, str(tiny_model_dirs["llama"]), name="tiny")
+    args = ["--store", str(store.root), "sweep", "tiny", "--scorers", "wanda", "--percent", "40", "--repair",
+            "oneshot", "--heal-tokens", "1024", "--heal-data", "sms", "--tasks", "ppl:wikitext2,ppl:sms",
+            "--name", "recovery", *SMALL]  # fmt: skip
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "queues 2 prunings, 2 heals, 5 evaluations" in out and "note: heals on sms read" not in out
+    wait_for_worker(store)
+    view = gather(store, "recovery")
+    assert [r.status for r in view.all_rows] == ["done"] * 5, [r.problem for r in view.all_rows]
+    assert [r.step for r in view.rows] == ["cut", "heal 1024", "repair oneshot", "repair oneshot + heal 1024"]
+    cut, healed, repaired, both = view.rows
+    assert healed.model.parent_id == cut.model.id and both.model.parent_id == repaired.model.id
+    assert repaired.run.repair == "oneshot" and both.run.id == repaired.run.id
+    assert all(len(r.figures) == 2 for r in view.all_rows)
+    assert view.table().columns[4].title == "recovery" and view.recovered
+    from workbench.studies.findings import findings
+
+    recovery = [f.text for f in findings(view) if f.topic == "recovery"]
+    assert len(recovery) == 3 and any(t.startswith(both.label + ": against " + repaired.label) for t in recovery)
+    assert all("ppl:wikitext2 perplexity" in t for t in recovery)
+
+    assert main([*args, "--detach", "--json"]) == 0  # again: the heals are reused too
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["new_jobs"] == [] and "2 heals reused" in captured.err
+    assert main(["--store", str(store.root), "study", "report", "recovery", "--out", str(tmp_path / "r.md")]) == 0
+    report = (tmp_path / "r.md").read_text()
+    assert "## Findings" in report and "Recovery: what repair and healing bought and cost" in report
+
+
+def test_heal_text_that_perplexity_reads_is_flagged(store, tiny_model_dirs, tmp_path):
+    text = tmp_path / "mine.txt"
+    text.write_text(" ".join(["the workbench heals on this text"] * 400))
+    model_io.import_model(store, str(tiny_model_dirs["llama"]), name="tiny")
+    planned = plan(store, sweep("tiny", scorers=("ppm",), percents=(40.0,), tasks=("ppl:wikitext2", f"ppl:{text}"),
+                                heal_tokens=(1024,), heal_data=str(text)), DATA)  # fmt: skip
+    [healed] = planned.healed
+    assert healed.overlaps == (f"ppl:{text}",) and planned.configurations[0].overlaps == ()
 
 
 @pytest.mark.backends("sqlite")  # (the store's side of it runs on both in test_study_jobs.py)

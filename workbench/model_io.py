@@ -76,6 +76,16 @@ class Target:
     def parameters(self) -> int:
         return self.row.parameters if self.row is not None else count_parameters(self._skeleton())
 
+    def stored_dtype(self) -> torch.dtype:
+        """The dtype the model's weights are (or, imported, will be) stored in."""
+        if self.row is not None:
+            return getattr(torch, self.row.dtype)
+        config = self._skeleton().config
+        dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        if self.source is not None and self.source.kind in ("bundled", "gguf"):
+            return torch.float32  # dequantised
+        return dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype or "float32"))
+
     def tokenizer(self, store: Store) -> PreTrainedTokenizerBase:
         if self.row is not None:
             folder = self.folder(store)
@@ -112,16 +122,18 @@ class Target:
         return hidden, widths
 
     def load(
-        self, store: Store, device: torch.device, dtype: torch.dtype, *, finite: bool = False
+        self, store: Store, device: torch.device, dtype: torch.dtype | None, *, finite: bool = False
     ) -> tuple[ModelInfo, PreTrainedModel, PreTrainedTokenizerBase]:
-        """The stored row, the model on the device in the dtype, and its tokenizer; a source is
-        imported into the store first (and that loaded copy is the one returned). `finite`: a model
-        with a NaN or infinite weight is refused (UserError naming it), a source before its import."""
+        """The stored row, the model on the device in the dtype (None: the dtype it is stored in),
+        and its tokenizer; a source is imported into the store first (and that loaded copy is the
+        one returned). `finite`: a model with a NaN or infinite weight is refused (UserError naming
+        it), a source before its import."""
         if self.row is not None:
             folder = store.model_path(self.row)
             if not folder.is_dir():
                 raise UserError(missing_folder(store, self.row))
-            model = _guarded(self.row.name, lambda: load_model(folder, device, dtype))
+            load_dtype = dtype or getattr(torch, self.row.dtype)
+            model = _guarded(self.row.name, lambda: load_model(folder, device, load_dtype))
             if finite:
                 require_finite(model, self.row.name)
             return self.row, model, _guarded(self.row.name, lambda: load_tokenizer(folder))
@@ -132,7 +144,8 @@ class Target:
             store, model, tokenizer, name=queries.unique_model_name(store, self.source.default_name),
             source=self.source.kind, source_ref=self.source.ref,
         )
-        return row, model.to(device=device, dtype=dtype), tokenizer
+        self.row = row
+        return row, model.to(device=device, dtype=dtype or getattr(torch, row.dtype)), tokenizer
 
     def _skeleton(self) -> PreTrainedModel:
         """The model's modules on the meta device: its architecture with no weights read."""
@@ -360,7 +373,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> PreTra
 
 
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
-    per_layer_widths.register(folder)
+    per_layer_widths.register(folder)  # a per-layer config is then read without transformers asking to trust code
     with _quiet_transformers():
         return AutoTokenizer.from_pretrained(folder)
 

@@ -3,12 +3,21 @@
 Everything that can be checked without loading weights is checked first (the request, the
 calibration text and its length, the model's architecture from its config, the widths the
 target gives), so bad input writes nothing. Then: load, calibrate (or reuse cached
-statistics), score, plan, cut in place, save into the store, and record the run, its
-per-layer retention and the new model in one transaction.
+statistics), score, plan, cut in place (repairing down_proj when asked), save into the store,
+and record the run, its per-layer retention and the new model in one transaction.
+
+Two dtypes: forward passes (calibration, repair) run in the compute dtype (`--dtype`, on the
+device), while the saved model keeps the parent's weights bit for bit in the parent's dtype
+(unless `--save-dtype` asks for another). When they differ, the plan is made on the compute copy,
+which is then freed, and the parent's own weights are loaded and cut: never two copies at once.
+A static scorer without repair needs no forward pass, so it loads the saved dtype only and scores
+the stored weights themselves. A repair's new down_proj weights are computed in float32 and cast
+to the saved dtype.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shutil
@@ -24,18 +33,19 @@ from store import bitset, queries
 from store.db import Store
 from store.queries import ModelInfo
 from store.tables import LayerRetention, Model, PruningRun
-from workbench import calibration, model_io
+from workbench import calibration, model_io, repair
 from workbench.architecture import count_parameters, glu_mlps
 from workbench.calibration import ActivationStats
 from workbench.devices import MemoryMeter, dtype_name, refuse_if_too_big, resolve_device, resolve_dtype
 from workbench.errors import UserError
 from workbench.plan import LayerPlan, plan_pruning
 from workbench.progress import Cancelled, Progress
+from workbench.repair import LayerRepair
 from workbench.spec import PruneSpec, planned_widths
 from workbench.surgery import apply_plan
 from workbench.texts import TextSource, load_source
 
-STAGE_WEIGHTS = {"load": 0.1, "calibrate": 0.5, "score": 0.05, "surgery": 0.05, "save": 0.3}
+STAGE_WEIGHTS = {"load": 0.1, "calibrate": 0.5, "score": 0.05, "repair": 0.4, "surgery": 0.05, "save": 0.3}
 
 
 @dataclass
@@ -46,7 +56,8 @@ class PruneReport:
     base_model: str
     spec: dict
     device: str
-    dtype: str
+    dtype: str  # of the forward passes (or of the stored weights a static scorer read)
+    save_dtype: str  # of the saved weights
     parameters_before: int
     parameters_after: int
     expansion_before: float
@@ -55,6 +66,7 @@ class PruneReport:
     stage_seconds: dict[str, float]
     peak_memory_bytes: int
     calibration: dict | None
+    repair: dict | None = None
     layers: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -72,13 +84,18 @@ def prune(
     progress = progress or Progress()
     progress.weights = STAGE_WEIGHTS
     text, target, widths, sequences, device = _checked(spec, store, data)
-    dtype = resolve_dtype(spec.dtype, device)
-    refuse_if_too_big(target.parameters(), dtype, device)
+    stored = target.stored_dtype()
+    save_dtype = stored if spec.save_dtype == "parent" else getattr(torch, spec.save_dtype)
+    # Forward passes need the compute dtype; a static scorer alone reads the weights as saved.
+    dtype = resolve_dtype(spec.dtype, device) if text is not None else save_dtype
+    refuse_if_too_big(target.parameters(), max(dtype, save_dtype, key=lambda d: d.itemsize), device)
 
     meter = MemoryMeter(device)
     meter.reset()
     progress.stage("load", message=f"loading {spec.model}")
     base, model, tokenizer = target.load(store, device, dtype, finite=True)
+    if spec.save_dtype == "parent":
+        save_dtype = getattr(torch, base.dtype)  # a source's dtype is known for sure once imported
     run = PruningRun(
         base_model_id=base.id,
         job_id=job_id,
@@ -92,19 +109,44 @@ def prune(
         calibration_samples=spec.samples if text else None,
         calibration_seq_len=spec.seq_len if text else None,
         calibration_hash=calibration.token_hash(sequences) if sequences is not None else None,
+        repair=spec.repair,
+        repair_damping=spec.repair_damping if spec.repair else None,
         device=str(device),
         dtype=dtype_name(dtype),
         versions=versions(),
         parameters_before=count_parameters(model),
     )
+    repairs: list[LayerRepair] = []
     try:
-        stats = _calibration_stats(store, base, model, sequences, dtype, progress) if text else None
+        cache = _statistics_cache(store, base, sequences, dtype) if text else None
+        stats = _calibration_stats(cache, model, sequences, progress) if spec.data_driven else None
         progress.stage("score", message=f"scoring neurons ({spec.scorer}) and planning the cut")
         plans = plan_pruning(model, spec, stats)
-        new_widths = apply_plan(model, plans, progress)
+        repaired: dict[int, torch.Tensor] = {}
+        if spec.repair:
+            other_dtype = save_dtype if save_dtype != dtype else None
+            repairs, repaired = repair.repair(
+                model, plans, sequences, spec.repair, spec.repair_damping,
+                cache=repair.gram_cache_path(cache) if spec.repair == "oneshot" else None,
+                progress=progress, keep_weights_as=other_dtype,
+            )  # fmt: skip
+        if save_dtype != dtype:  # the plan was made on a copy in the compute dtype: cut the parent's own weights
+            progress.stage("load", message=f"loading {base.name} in {dtype_name(save_dtype)}")
+            del model
+            _free(device)
+            model = model_io.load_model(store.model_path(base), device, save_dtype)
+            new_widths = apply_plan(model, plans, progress)
+            for layer, weight in repaired.items():
+                down = glu_mlps(model)[layer].down_proj
+                down.weight = torch.nn.Parameter(weight.to(down.weight.device), requires_grad=False)
+        elif spec.repair:
+            new_widths = [m.down_proj.in_features for m in glu_mlps(model)]  # the repair cut it
+        else:
+            new_widths = apply_plan(model, plans, progress)
         progress.stage("save", message="saving the pruned model")
         run.parameters_after = count_parameters(model)
-        retention = [retention_row(p) for p in plans]
+        by_layer = {r.layer: r for r in repairs}
+        retention = [retention_row(p, by_layer.get(p.layer)) for p in plans]
 
         def record(session, row: Model) -> None:
             run.stage_seconds = progress.seconds_so_far()  # saving is nearly done: its files are written
@@ -134,6 +176,7 @@ def prune(
         spec=spec.to_dict(),
         device=str(device),
         dtype=dtype_name(dtype),
+        save_dtype=dtype_name(save_dtype),
         parameters_before=run.parameters_before,
         parameters_after=run.parameters_after,
         expansion_before=sum(widths) / len(widths) / hidden,
@@ -150,9 +193,12 @@ def prune(
             "tokens": int(sequences.numel()),
             "hash": run.calibration_hash,
         },
+        repair=None if not spec.repair else {"mode": spec.repair, "damping": spec.repair_damping,
+                                             "refit_layers": sum(r.refit for r in repairs)},
         layers=[
             {"layer": r.layer, "original_width": r.original_width, "kept_width": r.kept_width,
-             "percent_kept": r.percent_kept} | p.summary()
+             "percent_kept": r.percent_kept, "repair_error_before": r.repair_error_before,
+             "repair_error_after": r.repair_error_after} | p.summary()
             for r, p in zip(retention, plans, strict=True)
         ],
     )
@@ -199,7 +245,7 @@ def _checked(
     spec: PruneSpec, store: Store, data: Path | None
 ) -> tuple[TextSource | None, model_io.Target, list[int], torch.Tensor | None, torch.device]:
     spec.validate()
-    text = load_source(spec.calibration_source, data) if spec.data_driven else None
+    text = load_source(spec.calibration_source, data) if spec.calibrated else None
     target = model_io.resolve(store, spec.model)
     hidden, widths = target.check(store)  # its files: folder, weights' headers, tokenizer
     planned_widths(spec, hidden, widths)  # a target the model cannot meet fails here
@@ -216,13 +262,16 @@ def _checked(
     return text, target, widths, sequences, resolve_device(spec.device)
 
 
-def retention_row(plan: LayerPlan) -> LayerRetention:
+def retention_row(plan: LayerPlan, repaired: LayerRepair | None = None) -> LayerRetention:
     return LayerRetention(
         layer=plan.layer,
         original_width=plan.original_width,
         kept_width=plan.kept_width,
         percent_kept=100.0 * plan.kept_width / plan.original_width,
         kept_indices=bitset.encode(plan.keep.tolist(), plan.original_width),
+        repair_error_before=repaired.error_before if repaired else None,
+        repair_error_after=repaired.error_after if repaired else None,
+        repair_lambda=repaired.damping if repaired else None,
         **plan.summary(),
     )
 
@@ -233,10 +282,12 @@ def default_name(spec: PruneSpec, base: str) -> str:
         parts.append(f"d{spec.divisor}")
     if spec.allocation != "uniform":
         parts.append(spec.allocation)
-    if spec.data_driven:  # a file's stem, made fit for a name (workbench.names)
+    if spec.calibrated:  # a file's stem, made fit for a name (workbench.names)
         parts.append(re.sub(r"[^\w.+-]+", "-", Path(spec.calibration_source).stem))  # type: ignore[arg-type]
     if spec.layers.strip().lower() not in ("", "all"):
         parts.append(f"L{spec.layers.replace(',', '_')}")
+    if spec.repair:
+        parts.append(f"r{spec.repair}")
     return "-".join(parts)
 
 
@@ -244,17 +295,14 @@ def versions() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__, "workbench": workbench.__version__}
 
 
-def _calibration_stats(
-    store: Store,
-    base: ModelInfo,
-    model: nn.Module,
-    sequences: torch.Tensor,
-    dtype: torch.dtype,
-    progress: Progress,
-) -> ActivationStats:
-    """Statistics for these exact tokens, from the model's cache or from forward passes."""
+def _statistics_cache(store: Store, base: ModelInfo, sequences: torch.Tensor, dtype: torch.dtype) -> Path:
+    """Where the base model keeps statistics of these exact tokens in this dtype."""
     key = f"{calibration.token_hash(sequences)[:20]}-{dtype_name(dtype)}"
-    cache = store.model_path(base) / "calibration" / f"{key}.safetensors"
+    return store.model_path(base) / "calibration" / f"{key}.safetensors"
+
+
+def _calibration_stats(cache: Path, model: nn.Module, sequences: torch.Tensor, progress: Progress) -> ActivationStats:
+    """Statistics for these exact tokens, from the model's cache or from forward passes."""
     if cache.is_file():
         progress.stage("calibrate", message="calibration statistics from the cache")
         try:
@@ -268,3 +316,9 @@ def _calibration_stats(
     if cache.parent.parent.is_dir():  # never make again the folder of a model removed meanwhile
         stats.save(cache)
     return stats
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -42,6 +42,12 @@ ALLOCATIONS = {
 }
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SAVE_DTYPES = ("parent", "float32", "bfloat16", "float16")  # "parent": the weights as the parent stores them
+REPAIRS = {
+    "oneshot": "refit each layer's kept down_proj columns on the parent's activations",
+    "sequential": "refit layer by layer on activations of the model already cut and repaired below",
+}
+REPAIR_DAMPING = 0.01  # lambda = this x the mean diagonal of G[K, K]
 GLOBAL_FLOOR = 0.10  # a layer keeps at least this share of its width under global allocation
 
 
@@ -60,12 +66,20 @@ class PruneSpec:
     samples: int = 64
     seq_len: int = 512
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: str = "auto"  # of the forward passes (calibration, repair); the saved weights keep save_dtype
     name: str | None = None  # the result model's name; made up from the settings when absent
+    save_dtype: str = "parent"
+    repair: str | None = None  # None, or a REPAIRS key: refit down_proj on calibration activations
+    repair_damping: float = REPAIR_DAMPING
 
     @property
     def data_driven(self) -> bool:
         return SCORERS[self.scorer].data_driven
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the run reads calibration text: a data-driven scorer, or a repair."""
+        return self.data_driven or self.repair is not None
 
     @property
     def target_kind(self) -> str:
@@ -93,13 +107,19 @@ class PruneSpec:
             raise UserError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
             raise UserError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.data_driven:
+        if self.save_dtype not in SAVE_DTYPES:
+            raise UserError(f"unknown save dtype {self.save_dtype!r}; choose one of {', '.join(SAVE_DTYPES)}")
+        if self.repair is not None and self.repair not in REPAIRS:
+            raise UserError(f"unknown repair {self.repair!r}; choose one of {', '.join(REPAIRS)}")
+        if not (self.repair_damping >= 0 and math.isfinite(self.repair_damping)):
+            raise UserError(f"--repair-damping must be 0 or more, got {self.repair_damping:g}")
+        if self.calibrated:
             if self.samples < 1:
                 raise UserError(f"--samples must be at least 1, got {self.samples}")
             if self.seq_len < 2:
                 raise UserError(f"--seq-len must be at least 2 tokens, got {self.seq_len}")
         elif self.calibration is not None:
-            raise UserError(f"{self.scorer} is a static scorer: it takes no --calibration")
+            raise UserError(f"{self.scorer} is a static scorer: it takes no --calibration (unless with --repair)")
         layer_ranges(self.layers)
         if self.name is not None:
             check_name(self.name)
@@ -107,8 +127,8 @@ class PruneSpec:
 
     @property
     def calibration_source(self) -> str | None:
-        """The calibration source a data-driven scorer uses (WikiText-2 unless told)."""
-        return (self.calibration or "wikitext2") if self.data_driven else None
+        """The calibration source a data-driven scorer or a repair uses (WikiText-2 unless told)."""
+        return (self.calibration or "wikitext2") if self.calibrated else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -323,3 +343,80 @@ def parse_batch_size(text: str) -> str | int:
         return int(text)
     except ValueError:
         raise UserError(f"the batch size must be auto or a positive integer, got {text!r}") from None
+
+
+# Healing ----------------------------------------------------------------------------------------
+
+HEAL_TRAIN = {
+    "all": "every weight of the student",
+    "mlp": "the MLP weights only (gate, up, down)",
+    "lora:R": "rank-R LoRA adapters on every linear layer of the decoder, merged into the weights at the end",
+}
+
+
+@dataclass(frozen=True)
+class HealSpec:
+    """One heal request: distil `teacher` (default: the model's parent in the store) into `model`
+    on a text source's calibration part, KL divergence on the logits. The defaults are the settings
+    bench/recovery.py measured on SmolLM2-135M (one setting, not a tuned optimum: see README)."""
+
+    model: str
+    data: str
+    tokens: int
+    teacher: str | None = None
+    seq_len: int = 256
+    batch_size: int = 4
+    lr: float = 3e-4
+    temperature: float = 1.0
+    train: str = "all"
+    warmup: float = 0.05  # share of the steps the learning rate warms up over, then cosine decay to zero
+    device: str = "auto"
+    dtype: str = "auto"
+    name: str | None = None
+    checkpoint_every_s: float = 300.0
+    seed: int = 0
+
+    def validate(self) -> HealSpec:
+        if not isinstance(self.tokens, int) or self.tokens < 1:
+            raise UserError(f"--tokens must be a positive number of tokens, got {self.tokens}")
+        if self.seq_len < 2:
+            raise UserError(f"--seq-len must be at least 2 tokens, got {self.seq_len}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be a positive number, got {self.lr:g}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise UserError(f"--temperature must be a positive number, got {self.temperature:g}")
+        if not (0 <= self.warmup < 1):
+            raise UserError(f"--warmup must be a share of the steps, at least 0 and below 1, got {self.warmup:g}")
+        self.lora_rank  # noqa: B018  (checks --train)
+        if self.device not in DEVICES:
+            raise UserError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if self.dtype not in DTYPES:
+            raise UserError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if not (self.checkpoint_every_s >= 0 and math.isfinite(self.checkpoint_every_s)):
+            raise UserError(f"--checkpoint-every must be 0 or more seconds, got {self.checkpoint_every_s:g}")
+        return self
+
+    @property
+    def lora_rank(self) -> int | None:
+        """The LoRA rank of `--train lora:R`, None for all or mlp; UserError for anything else."""
+        if self.train in ("all", "mlp"):
+            return None
+        kind, _, rank = self.train.partition(":")
+        if kind != "lora" or not rank.isdigit() or int(rank) < 1:
+            raise UserError(f"--train must be all, mlp or lora:RANK (e.g. lora:16), got {self.train!r}")
+        return int(rank)
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps: enough batches to see `tokens` tokens."""
+        return max(1, math.ceil(self.tokens / (self.batch_size * self.seq_len)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HealSpec:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -23,18 +23,24 @@ def apply_plan(model: nn.Module, plans: list[LayerPlan], progress: Progress | No
     if progress:
         progress.stage("surgery", total=len(mlps), message=f"cutting the neurons out of {len(mlps)} layers")
     for mlp, plan in zip(mlps, plans, strict=True):
-        if plan.kept_width < plan.original_width:
-            keep = plan.keep.to(mlp.down_proj.weight.device)
-            _keep_outputs(mlp.gate_proj, keep)
-            _keep_outputs(mlp.up_proj, keep)
-            _keep_inputs(mlp.down_proj, keep)
-            if hasattr(mlp, "intermediate_size"):
-                mlp.intermediate_size = plan.kept_width
+        cut_layer(mlp, plan)
         if progress:
             progress.advance()
     widths = [mlp.down_proj.in_features for mlp in mlps]
     set_config_widths(model.config, widths)
     return widths
+
+
+@torch.no_grad()
+def cut_layer(mlp: nn.Module, plan: LayerPlan) -> None:
+    """Keep only one layer's planned neurons (nothing to do for a layer kept whole)."""
+    if plan.kept_width < plan.original_width:
+        keep = plan.keep.to(mlp.down_proj.weight.device)
+        _keep_outputs(mlp.gate_proj, keep)
+        _keep_outputs(mlp.up_proj, keep)
+        _keep_inputs(mlp.down_proj, keep)
+        if hasattr(mlp, "intermediate_size"):
+            mlp.intermediate_size = plan.kept_width
 
 
 def set_config_widths(config, widths: list[int]) -> None:

@@ -17,6 +17,7 @@ from workbench.errors import UserError
 COMMAND_MODULES = [
     "workbench.cli.models",
     "workbench.cli.prune",
+    "workbench.cli.heal",
     "workbench.cli.evaluate",
     "workbench.cli.sweep",
     "workbench.cli.study",

@@ -129,12 +129,21 @@ def show(args: argparse.Namespace) -> int:
         ("note", m.note),
         ("parent", f"{m.parent_name} (id {m.parent_id})" if m.parent_id is not None else ""),
         ("made by", _run_line(detail.made_by) if detail.made_by else ""),
+        ("healed by", _heal_line(detail.healed_by) if detail.healed_by else ""),
+        ("lineage", " -> ".join(a.name for a in detail.lineage) if len(detail.lineage) > 1 else ""),
         ("children", ", ".join(f"{c.name} (id {c.id})" for c in detail.children)),
     ]
     Table.of_pairs(f"model {m.name}", [(k, v) for k, v in fields if v != ""]).render()
     if detail.runs:
         print()
         Table.of(f"runs that pruned {m.name}", RUN_BRIEF, detail.runs).render()
+    if detail.healed_by and detail.healed_by.loss_curve:
+        from workbench.cli.heal import loss_line
+
+        print(f"\nKL by step: {loss_line(detail.healed_by.loss_curve)}")
+    if detail.heals:
+        print()
+        print(f"heals of {m.name}: " + ", ".join(_heal_line(h) for h in detail.heals))
     print()
     if detail.evaluations:
         Table.of("evaluations (newest per task and metric, newest first)", EVAL_COLUMNS, detail.evaluations).render()
@@ -197,3 +206,8 @@ def _files(folder: Path) -> list[dict[str, object]] | None:
         return None
     files = sorted(f for f in folder.rglob("*") if f.is_file())
     return [{"path": str(f.relative_to(folder)), "bytes": f.stat().st_size} for f in files]
+
+
+def _heal_line(heal) -> str:
+    return (f"heal {heal.id} ({heal.result_name or 'model removed'}): from {heal.teacher_name} on {heal.data_source}, "
+            f"{heal.tokens_seen:,} tokens, train {heal.train}, lr {heal.lr:g}")

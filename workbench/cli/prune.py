@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from workbench.cli.foreground import add_detach_option
-from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, SCORERS, PruneSpec
+from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, REPAIRS, SAVE_DTYPES, SCORERS, PruneSpec
 
 EPILOG = """scorers:
 {scorers}
@@ -16,6 +16,17 @@ fifths of the SMS Spam Collection; the other fifth is kept for perplexity), a .t
 (field "text") file, or hf:DATASET[:CONFIG][@SPLIT]. Documents are tokenised, joined with the
 end-of-text token into one stream and cut into consecutive windows of --seq-len tokens;
 --samples windows are taken evenly spaced across the stream.
+
+repair (--repair; reads calibration text, also with a static scorer): each pruned layer's kept
+down_proj columns are refit by least squares so that the layer's output on the calibration tokens
+changes as little as possible, W = D G[:, K] (G[K, K] + lambda I)^-1 with G = sum x x^T of down_proj
+inputs and lambda = --repair-damping x the mean diagonal of G[K, K]. oneshot fits every layer on the
+parent's activations (cached with the statistics); sequential fits layer i on the activations of the
+model already cut and repaired below it. The run records each layer's relative reconstruction error
+before and after.
+
+dtypes: --dtype is that of the forward passes (calibration, repair); the saved model keeps the
+parent's weights bit for bit in the parent's dtype unless --save-dtype names another.
 """
 
 
@@ -54,8 +65,18 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=PruneSpec.samples, metavar="N", help="calibration sequences")
     p.add_argument("--seq-len", type=int, default=PruneSpec.seq_len, metavar="L", help="tokens per sequence")
     p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--dtype", choices=DTYPES, default="auto")
+    p.add_argument("--dtype", choices=DTYPES, default="auto", help="dtype of the forward passes")
     p.add_argument("--name", help="name of the pruned model (default: made from the settings)")
+    p.add_argument("--save-dtype", choices=SAVE_DTYPES, default="parent",
+                   help="dtype of the saved weights (default: the parent's, bit for bit)")
+    add_repair_options(p)
+
+
+def add_repair_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repair", nargs="?", const="oneshot", choices=list(REPAIRS), metavar="MODE",
+                   help="refit down_proj on calibration activations: oneshot (default) or sequential")
+    p.add_argument("--repair-damping", type=float, default=PruneSpec.repair_damping, metavar="F",
+                   help="repair damping, times the mean diagonal of G[K,K] (default %(default)s)")
 
 
 def spec_from(args: argparse.Namespace) -> PruneSpec:
@@ -73,6 +94,9 @@ def spec_from(args: argparse.Namespace) -> PruneSpec:
         device=args.device,
         dtype=args.dtype,
         name=args.name,
+        save_dtype=args.save_dtype,
+        repair=args.repair,
+        repair_damping=args.repair_damping,
     ).validate()
 
 
@@ -112,16 +136,19 @@ def print_report(report: dict) -> None:
         f"{report['size_bytes'] / mb:.1f} MiB on disk"
     )
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in report["stage_seconds"].items())
-    print(f"{report['device']} {report['dtype']}; {stages}; peak memory {report['peak_memory_bytes'] / mb:.0f} MiB")
+    saved = f", saved {report['save_dtype']}" if report.get("save_dtype", report["dtype"]) != report["dtype"] else ""
+    print(f"{report['device']} {report['dtype']}{saved}; {stages}; "
+          f"peak memory {report['peak_memory_bytes'] / mb:.0f} MiB")
     if report["calibration"]:
         c = report["calibration"]
         print(f"calibration {c['source']}: {c['samples']} x {c['seq_len']} tokens (sha256 {c['hash'][:12]})")
-    Table.of("per-layer retention", _retention_columns(), report["layers"]).render()
+    if report.get("repair"):
+        r = report["repair"]
+        print(f"repair {r['mode']} (damping {r['damping']:g}): {r['refit_layers']} layers refit")
+    Table.of("per-layer retention", _retention_columns(bool(report.get("repair"))), report["layers"]).render()
 
 
-
-
-def _retention_columns():
+def _retention_columns(repaired: bool = False):
     from workbench.tabular import Column, fixed
 
     score = fixed(4)
@@ -134,4 +161,6 @@ def _retention_columns():
         Column("kept_score_mean", "kept mean", score, numeric=True),
         Column("removed_score_mean", "removed mean", score, numeric=True),
         Column("removed_score_max", "removed max", score, numeric=True),
+        *([Column("repair_error_before", "error cut", score, numeric=True),
+           Column("repair_error_after", "error repaired", score, numeric=True)] if repaired else []),
     ]

@@ -59,6 +59,10 @@ RETENTION_COLUMNS = [
     Column("removed_score_mean", "removed mean", numeric=True),
     Column("removed_score_max", "removed max", numeric=True),
 ]
+REPAIR_COLUMNS = [
+    Column("repair_error_before", "error cut", fixed(4), numeric=True),
+    Column("repair_error_after", "error repaired", fixed(4), numeric=True),
+]
 
 
 def runs_table(title: str, runs: list[RunSummary]) -> Table:
@@ -66,7 +70,8 @@ def runs_table(title: str, runs: list[RunSummary]) -> Table:
 
 
 def retention_table(run: RunDetail) -> Table:
-    return Table.of(f"retention of run {run.id}", RETENTION_COLUMNS, run.retention)
+    columns = RETENTION_COLUMNS + (REPAIR_COLUMNS if run.repair else [])
+    return Table.of(f"retention of run {run.id}", columns, run.retention)
 
 
 def config_table(run: RunDetail) -> Table:
@@ -92,6 +97,7 @@ def config_table(run: RunDetail) -> Table:
         ("allocation", run.allocation),
         ("layers", run.layers),
         ("calibration", calibration),
+        ("repair", f"{run.repair}, damping {run.repair_damping:g} x mean diag G[K,K]" if run.repair else ""),
         ("device", run.device),
         ("dtype", run.dtype),
         ("parameters", params),

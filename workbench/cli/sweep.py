@@ -66,6 +66,10 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="the study's name (default: made from the settings)")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
+    p.add_argument("--repair", metavar="MODE1,MODE2", help="also a repaired cut of each: oneshot and/or sequential")
+    p.add_argument("--heal-tokens", metavar="N1,N2", help="also a healed model of every cut per token count")
+    p.add_argument("--heal-data", default=SweepRequest.heal_data, metavar="SRC",
+                   help="text the heals distil on (default %(default)s; its calibration part)")
     p.add_argument("--dry-run", action="store_true", help="check and say what would be queued; queue nothing")
     p.add_argument("--json", action="store_true", help="print what was queued as JSON (the table as JSON at the end)")
     add_detach_option(p)
@@ -90,7 +94,17 @@ def request_from(args: argparse.Namespace) -> SweepRequest:
         device=args.device,
         dtype=args.dtype,
         name=args.name,
+        repairs=comma_list(args.repair, "--repair"),
+        heal_tokens=_counts(args.heal_tokens),
+        heal_data=args.heal_data,
     ).validate()
+
+
+def _counts(text: str | None) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in comma_list(text, "--heal-tokens"))
+    except ValueError:
+        raise UserError(f"--heal-tokens takes whole numbers separated by commas, e.g. 65536; got {text!r}") from None
 
 
 def _numbers(text: str | None, flag: str) -> tuple[float, ...]:
@@ -142,10 +156,11 @@ def describe(p: SweepPlan) -> list[str]:
     counts = p.counts()
     base = p.base.name if p.base else f"{p.request.model} (imported first)"
     lines = [f"study {p.name}: {counts['configurations']} configurations of {base}"]
-    new = [f"{counts[k]} {label}" for k, label in (("import", "import"), ("prune", "prunings"), ("eval", "evaluations"))
+    new = [f"{counts[k]} {label}" for k, label in (("import", "import"), ("prune", "prunings"), ("heal", "heals"),
+                                                              ("eval", "evaluations"))
            if counts[k]]  # fmt: skip
     lines.append(f"queues {', '.join(new)}" if new else "nothing to queue")
-    reused = [f"{counts[k]} {k}" for k in ("runs reused", "prunings waited for") if counts[k]]
+    reused = [f"{counts[k]} {k}" for k in ("runs reused", "prunings waited for", "heals reused") if counts[k]]
     done = sum(len(c.evaluated) for c in p.configurations) + len(p.base_evaluated)
     if done:
         reused.append(f"{done} model-task evaluations reused")
@@ -155,6 +170,11 @@ def describe(p: SweepPlan) -> list[str]:
         for task in c.overlaps:
             lines.append(f"note: {c.spec.scorer} {c.config['calibration']} calibrates on the text {task} measures; "
                          "every view flags it")  # fmt: skip
+    for h in p.healed:
+        for task in h.overlaps:
+            if task not in h.cut.overlaps:
+                lines.append(f"note: heals on {h.config['heal_data']} read the text {task} measures; "
+                             "every view flags it")
     return lines
 
 

@@ -7,6 +7,7 @@ A kind's `normalize` and `summarize` are light (no torch): `submit` and the TUI 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from store.db import Store
 from workbench.errors import UserError
 from workbench.progress import Progress
 from workbench.sources import ImportRequest
-from workbench.spec import PruneSpec
+from workbench.spec import HealSpec, PruneSpec
 from workbench.tabular import count, size
 
 
@@ -41,6 +42,9 @@ class JobKind:
     summarize: Callable[[dict[str, Any]], str]  # one line for listings
     run: Callable[[dict[str, Any], JobContext], dict[str, Any]]  # does the work; the report (the job's result)
     tell: Callable[[dict[str, Any]], str] = lambda report: ""  # the report in a line or a few: its log's end
+    # Keeps checkpoints in artifacts/<spec["checkpoint"]>, named at submit so that a retry (which
+    # copies the spec) resumes from them; the job claims the folder for `store check`.
+    checkpointed: bool = False
 
 
 def _run_prune(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
@@ -77,6 +81,30 @@ def _run_eval(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
     from workbench.spec import EvalSpec
 
     return evaluate(EvalSpec.from_dict(request), job.store, job.data, job.progress, job_id=job.job_id).to_dict()
+
+
+def _run_heal(request: dict[str, Any], job: JobContext) -> dict[str, Any]:
+    from workbench.heal import heal
+
+    return heal(HealSpec.from_dict(request), job.store, job.data, job.progress, job_id=job.job_id).to_dict()
+
+
+def _summarize_heal(request: dict[str, Any]) -> str:
+    teacher = f" from {request['teacher']}" if request.get("teacher") else ""
+    source = Path(str(request.get("data"))).name
+    return f"heal {request.get('model')}{teacher} on {source}, {request.get('tokens'):,} tokens"
+
+
+def _tell_heal(report: dict[str, Any]) -> str:
+    resumed = f", resumed from step {report['resumed_from_step']}" if report.get("resumed_from_step") else ""
+    loss = ""
+    if report.get("first_loss") is not None and report.get("last_loss") is not None:
+        loss = f", loss {report['first_loss']:.4g} -> {report['last_loss']:.4g}"
+    return (
+        f"made {report['model_name']} (model {report['model_id']}, heal {report['heal_id']}) from {report['student']}, "
+        f"distilled from {report['teacher']} on {report['data']}: {report['tokens_seen']:,} tokens "
+        f"({report['passes']:.2f} passes) in {report['steps']} steps{resumed}{loss}"
+    )
 
 
 def _summarize_eval(request: dict[str, Any]) -> str:
@@ -121,6 +149,8 @@ KINDS: dict[str, JobKind] = {
         JobKind("eval", _normalize_eval, _summarize_eval, _run_eval, _tell_eval),
         JobKind("import", lambda r: ImportRequest.from_dict(r).validate().to_dict(), _summarize_import, _run_import,
                 _tell_import),
+        JobKind("heal", lambda r: HealSpec.from_dict(r).validate().to_dict(), _summarize_heal, _run_heal,
+                _tell_heal, checkpointed=True),
     ]
 }
 
@@ -150,11 +180,14 @@ def submit(
     the CLI pass theirs; None: none, hub datasets). With `after`, it is claimed only once job
     `after` is done. Given a session from `store.write()`, the job is queued in that transaction.
     """
-    normalized = kind_of(kind).normalize(request)
+    job_kind = kind_of(kind)
+    normalized = job_kind.normalize(request)
     spec = {
         "request": normalized,
         "cwd": os.fspath(Path(cwd or os.getcwd()).absolute()),
         "data_dir": os.fspath(Path(data_dir).absolute()) if data_dir is not None else None,
         "out": os.fspath(Path(out).absolute()) if out is not None else None,
     }
+    if job_kind.checkpointed:
+        spec["checkpoint"] = f"checkpoints/{kind}-{secrets.token_hex(6)}"
     return jobs.add_job(store, kind, spec, after=after)

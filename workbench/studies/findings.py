@@ -12,41 +12,89 @@ Every finding quotes the figures it rests on. Rules:
 - Per specialisation group, for each pair of sources S and T with ppl:S measured: whether
   calibrating on S instead of T lowers ppl:S, with both figures; and the kept-neuron overlap
   against chance.
-- Calibration text that a perplexity figure also reads is named; the sample size of lm-eval
-  figures is stated with the typical standard error.
+- Per repaired or healed configuration, against the step before it (the plain cut; for a heal of
+  a repaired cut, the repaired cut), every metric: what it bought (better; beyond noise for lm-eval
+  metrics) and what it cost (worse), with both figures; changes within noise are said to be so.
+  The rules above compare plain cuts only, so a recovered model never stands in for its scorer.
+- Calibration or heal text that a perplexity figure also reads is named; the sample size of
+  lm-eval figures is stated with the typical standard error.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 from workbench import tradeoff
-from workbench.studies.request import target_text
+from workbench.studies.request import config_key, cut_config, target_text
 from workbench.studies.view import Figure, MetricColumn, StudyRow, StudyView, figure_text
+from workbench.studies.view import notes as notes_of
 
 
 @dataclass(frozen=True)
 class Finding:
-    topic: str  # targets | base | scorers | series | specialisation | caveats
+    topic: str  # targets | base | scorers | series | specialisation | recovery | caveats
     text: str
 
 
 def findings(view: StudyView) -> list[Finding]:
     found: list[Finding] = []
-    targets = _targets(view.rows)
+    cuts = replace(view, rows=tuple(r for r in view.rows if r.plain))
+    targets = _targets(cuts.rows)
     for column in view.columns:
         if column.higher_is_better is None:
             continue
         for target, rows in targets.items():
             found += _at_target(target, rows, column)
             found += _against_base(target, rows, view.base, column)
-    found += _scorers(view, targets)
-    found += _series(view)
-    found += _specialisation(view)
+    found += _scorers(cuts, targets)
+    found += _series(cuts)
+    found += _specialisation(cuts)
+    found += _recovery(view)
     found += _caveats(view)
+    return found
+
+
+def _before(row: StudyRow, rows: dict[str, StudyRow]) -> StudyRow | None:
+    """The step a recovered configuration improves on: a heal's cut (repaired or not), a repair's plain cut."""
+    config = row.config or {}
+    if "heal_tokens" in config:
+        return rows.get(config_key(cut_config(config)))
+    return rows.get(config_key({k: v for k, v in config.items() if k != "repair"}))
+
+
+def _recovery(view: StudyView) -> list[Finding]:
+    """What each repair and heal bought and cost against the step before it."""
+    by_key = {r.key: r for r in view.rows}
+    found = []
+    for row in view.rows:
+        before = _before(row, by_key) if not row.plain else None
+        if before is None:
+            continue
+        bought, cost, level = [], [], []
+        for column in view.columns:
+            a, b = before.figures.get(column.key), row.figures.get(column.key)
+            if a is None or b is None or column.higher_is_better is None or a.value == b.value:
+                continue
+            shown = f"{column.label} {figure_text(a, column)} -> {figure_text(b, column)}"
+            if not column.noisy:
+                shown += f" ({100 * (b.value - a.value) / abs(a.value):+.1f}%)" if a.value else ""
+            elif not _beyond(a, b):
+                level.append(shown)
+                continue
+            (bought if _better(column, b.value, a.value) else cost).append(shown)
+        if not (bought or cost or level):
+            continue
+        heal_of_repair = "heal_tokens" in (row.config or {}) and not before.plain
+        step = f"heal {row.config['heal_tokens']}" if heal_of_repair else row.step  # type: ignore[index]
+        text = f"{row.label}: against {before.label}, {step} bought " + ("; ".join(bought) or "nothing")
+        if cost:
+            text += "; it cost " + "; ".join(cost)
+        if level:
+            text += "; within noise: " + "; ".join(level)
+        found.append(Finding("recovery", text + "."))
     return found
 
 
@@ -270,7 +318,8 @@ def _caveats(view: StudyView) -> list[Finding]:
     found = []
     for r in view.rows:
         for task in r.overlaps:
-            found.append(Finding("caveats", f"{r.label} calibrates on the text {task} measures: its {task} figure is "
+            reads = "heals on" if "overlap: healed" in notes_of(r) else "calibrates on"
+            found.append(Finding("caveats", f"{r.label} {reads} the text {task} measures: its {task} figure is "
                                             "not a held-out one."))  # fmt: skip
     noisy = [f for r in view.all_rows for c in view.columns if c.noisy and (f := r.figures.get(c.key))
              and f.stderr is not None]  # fmt: skip

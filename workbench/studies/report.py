@@ -26,6 +26,7 @@ TOPICS = {
     "scorers": "Scorers across targets",
     "series": "As the share removed grows",
     "specialisation": "Calibration-domain specialisation",
+    "recovery": "Recovery: what repair and healing bought and cost",
     "caveats": "Caveats",
 }
 
@@ -52,6 +53,9 @@ def _settings(view: StudyView) -> str:
         f"{', '.join(r.allocations)}; divisor {r.divisor}; layers {r.layers}",
         f"- calibration (data-driven scorers): {', '.join(r.calibrations)}; {r.samples} sequences of {r.seq_len} "
         "tokens each, evenly spaced over the source's calibration part",
+        *([f"- recovery: repair {', '.join(r.repairs) or 'none'}; heals of every cut on "
+           f"{', '.join(map(str, r.heal_tokens)) or 'no'} tokens of {r.heal_data} (its calibration part), distilled "
+           "from the base with `workbench heal`'s defaults"] if r.repairs or r.heal_tokens else []),
         f"- evaluation: {', '.join(r.tasks)}; limit {r.limit:g} documents per lm-eval task" if r.limit is not None
         else f"- evaluation: {', '.join(r.tasks)}; every document",
         f"- device {r.device}, dtype {r.dtype} (as run: see below)\n",

@@ -1,5 +1,7 @@
 """What a sweep asks for: every combination of scorers, targets, allocations and (for data-driven
-scorers) calibration sources, each pruned once and evaluated on the same tasks, plus the base.
+scorers) calibration sources, each pruned once and evaluated on the same tasks, plus the base;
+with `repairs`, a repaired cut of each of them too, and with `heal_tokens`, a healed model of every
+cut (plain and repaired) per token count, evaluated alike.
 
 Light (no torch): the CLI validates with it before loading anything, and the views read a study's
 settings through it. A configuration's identity is its `config` (the fields a finished run
@@ -18,8 +20,10 @@ from store.jobs import JobInfo
 from store.queries import EvaluationInfo
 from workbench.errors import UserError
 from workbench.names import check_name
-from workbench.spec import PPL_PREFIX, SCORERS, TASKS, EvalSpec, PruneSpec
+from workbench.spec import PPL_PREFIX, REPAIRS, SCORERS, TASKS, EvalSpec, HealSpec, PruneSpec
 from workbench.texts import source_name
+
+HEAL_FIELDS = ("heal_tokens", "heal_data")  # what a healed configuration adds to its cut's
 
 # What `dtype auto` gives on each kind of device (workbench.devices.resolve_dtype), known without
 # asking CUDA which half precision it supports: that would open a context in a process that only queues.
@@ -45,12 +49,16 @@ class SweepRequest:
     device: str = "auto"
     dtype: str = "auto"
     name: str | None = None  # the study's; made up from the settings when absent
+    repairs: tuple[str, ...] = ()  # a repaired cut per mode, beside each plain one
+    heal_tokens: tuple[int, ...] = ()  # a healed model of every cut per token count
+    heal_data: str = "wikitext2"
 
     def validate(self) -> SweepRequest:
         """Every check that needs no model: each configuration's and the evaluation's own."""
         for what, values in (("scorer", self.scorers), ("percent", self.percents), ("expansion", self.expansions),
                              ("allocation", self.allocations), ("calibration source", self.calibrations),
-                             ("task", self.tasks)):  # fmt: skip
+                             ("task", self.tasks), ("repair", self.repairs),
+                             ("heal token count", self.heal_tokens)):  # fmt: skip
             repeated = sorted({str(v) for v in values if values.count(v) > 1})
             if repeated:
                 raise UserError(f"{what} {repeated[0]} is named twice")
@@ -64,10 +72,19 @@ class SweepRequest:
             raise UserError("data-driven scorers need at least one calibration source")
         if self.name is not None:
             check_name(self.name.strip(), "study", may_be_smollm2=True)
+        for repair in self.repairs:
+            if repair not in REPAIRS:
+                raise UserError(f"unknown repair {repair!r}; choose one of {', '.join(REPAIRS)}")
         for spec in self.configurations():
             spec.validate()
+        for tokens in self.heal_tokens:
+            self.heal_spec("x", tokens).validate()
         self.eval_spec(self.model).validate()
         return self
+
+    def heal_spec(self, model: str, tokens: int) -> HealSpec:
+        """The heal of a cut (MODEL as `job:N` or a stored name) that a healed configuration asks for."""
+        return HealSpec(model=model, data=self.heal_data, tokens=tokens, device=self.device, dtype=self.dtype)
 
     def configurations(self) -> list[PruneSpec]:
         """One pruning per combination; a static scorer reads no calibration, so it has one per
@@ -79,11 +96,13 @@ class SweepRequest:
             for allocation in self.allocations:
                 for kind, value in targets:
                     for calibration in self.calibrations if data_driven else (None,):
-                        found.append(PruneSpec(
-                            model=self.model, scorer=scorer, divisor=self.divisor, allocation=allocation,
-                            layers=self.layers, calibration=calibration, samples=self.samples, seq_len=self.seq_len,
-                            device=self.device, dtype=self.dtype, **{kind: value},
-                        ))  # fmt: skip
+                        for repair in (None, *self.repairs):
+                            found.append(PruneSpec(
+                                model=self.model, scorer=scorer, divisor=self.divisor, allocation=allocation,
+                                layers=self.layers, calibration=calibration if data_driven or repair else None,
+                                samples=self.samples, seq_len=self.seq_len, device=self.device, dtype=self.dtype,
+                                repair=repair, **{kind: value},
+                            ))  # fmt: skip
         return found
 
     def eval_spec(self, *models: str) -> EvalSpec:
@@ -102,6 +121,10 @@ class SweepRequest:
             parts.append("+".join(self.allocations))
         if any(SCORERS[s].data_driven for s in self.scorers if s in SCORERS):
             parts.append("+".join(Path(c).stem for c in self.calibrations))
+        if self.repairs:
+            parts.append("r" + "+".join(self.repairs))
+        if self.heal_tokens:
+            parts.append("heal" + "+".join(map(str, self.heal_tokens)))
         return "-".join(parts)
 
     def command(self) -> str:
@@ -111,11 +134,15 @@ class SweepRequest:
 
         parts = ["workbench sweep", self.model, f"--scorers {joined(self.scorers)}"]
         defaults = SweepRequest(self.model, self.scorers, self.tasks)
-        for flag, value in (("--percent", self.percents), ("--expansion", self.expansions),
-                            ("--allocation", self.allocations), ("--calibration", self.calibrations)):  # fmt: skip
-            if value and value != getattr(defaults, flag[2:] + "s"):  # the field is the flag's plural
+        for flag, value, default in (("--percent", self.percents, ()), ("--expansion", self.expansions, ()),
+                                     ("--allocation", self.allocations, defaults.allocations),
+                                     ("--calibration", self.calibrations, defaults.calibrations),
+                                     ("--repair", self.repairs, ()),
+                                     ("--heal-tokens", self.heal_tokens, ())):  # fmt: skip
+            if value and value != default:
                 parts.append(f"{flag} {joined(value)}")
         for flag, value, default in (("--divisor", self.divisor, 1), ("--layers", self.layers, "all"),
+                                     ("--heal-data", self.heal_data, defaults.heal_data),
                                      ("--samples", self.samples, defaults.samples),
                                      ("--seq-len", self.seq_len, defaults.seq_len)):  # fmt: skip
             if value != default:
@@ -151,20 +178,44 @@ def _short(model: str) -> str:
 
 
 def config_of(spec: PruneSpec) -> dict[str, Any]:
-    """The fields that make a configuration: what a finished run records of its request."""
-    data_driven = spec.data_driven
-    return {
+    """The fields that make a configuration: what a finished run records of its request (a plain
+    cut's has no `repair` key, so studies made before repair existed keep their keys)."""
+    calibrated = spec.calibrated
+    config = {
         "scorer": spec.scorer,
         "target_kind": spec.target_kind,
         "target_value": float(spec.target_value),
         "divisor": spec.divisor,
         "allocation": spec.allocation,
         "layers": spec.layers,
-        "calibration": source_name(spec.calibration_source) if data_driven else None,  # type: ignore[arg-type]
-        "samples": spec.samples if data_driven else None,
-        "seq_len": spec.seq_len if data_driven else None,
+        "calibration": source_name(spec.calibration_source) if calibrated else None,  # type: ignore[arg-type]
+        "samples": spec.samples if calibrated else None,
+        "seq_len": spec.seq_len if calibrated else None,
         "dtype": spec.dtype,
     }
+    if spec.repair:
+        config["repair"] = spec.repair
+    return config
+
+
+def healed_config(config: dict[str, Any], tokens: int, data: str) -> dict[str, Any]:
+    """A cut's configuration healed on `tokens` tokens of `data`."""
+    return config | {"heal_tokens": tokens, "heal_data": source_name(data)}
+
+
+def cut_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The cut a configuration starts from: itself, or the cut a healed one healed."""
+    return {k: v for k, v in config.items() if k not in HEAL_FIELDS}
+
+
+def step_text(config: dict[str, Any] | None) -> str:
+    """What recovery a configuration had: cut, repair oneshot, heal 65536, repair oneshot + heal 65536."""
+    if config is None:
+        return ""
+    steps = [f"repair {config['repair']}"] if config.get("repair") else []
+    if config.get("heal_tokens"):
+        steps.append(f"heal {config['heal_tokens']}")
+    return " + ".join(steps) or "cut"
 
 
 def config_key(config: dict[str, Any]) -> str:

@@ -9,6 +9,10 @@ tasks each model already has with the study's settings, or will have from a queu
 evaluation of the study. `queue` records the study, its items and the new jobs in one
 transaction: an import of the base when it is not stored yet, a pruning per configuration left,
 an evaluation per model of the tasks it lacks, each waiting for the job that makes its model.
+
+Healed configurations (`--heal-tokens`) work alike one step further: a finished heal of the cut's
+model with the same settings is reused, else a heal job waits for the cut's pruning job (reading
+its model as `job:N`), and the healed model's evaluation waits for the heal.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from store import studies
 from store.db import Store
 from store.jobs import JobInfo, jobs_by_id
-from store.queries import ModelInfo, RunSummary, evaluations
+from store.queries import HealInfo, ModelInfo, RunSummary, evaluations
 from store.studies import BASE_KEY, StudyInfo, StudyItemInfo
 from workbench import evaluation, model_io, pruning
 from workbench.devices import resolve_device
@@ -27,8 +31,8 @@ from workbench.errors import UserError
 from workbench.jobs import submit
 from workbench.sources import ImportRequest
 from workbench.spec import PPL_PREFIX, PruneSpec, planned_widths
-from workbench.studies.request import EvalSettings, SweepRequest, config_key, config_of
-from workbench.texts import shares_text
+from workbench.studies.request import EvalSettings, SweepRequest, config_key, config_of, healed_config
+from workbench.texts import load_source, shares_text, source_name
 
 
 @dataclass
@@ -48,6 +52,24 @@ class Configuration:
 
 
 @dataclass
+class Healed:
+    """A cut healed on a number of tokens: a finished heal reused, a live one waited for, or one to queue."""
+
+    cut: Configuration
+    tokens: int
+    config: dict
+    key: str
+    heal: HealInfo | None = None
+    live_heal: int | None = None
+    evaluated: tuple[str, ...] = ()
+    pending: tuple[str, ...] = ()
+    overlaps: tuple[str, ...] = ()  # perplexity tasks that read its calibration or heal text
+
+    def missing(self, tasks: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(t for t in tasks if t not in self.evaluated and t not in self.pending)
+
+
+@dataclass
 class SweepPlan:
     request: SweepRequest
     name: str
@@ -60,6 +82,7 @@ class SweepPlan:
     base_evaluated: tuple[str, ...] = ()
     base_pending: tuple[str, ...] = ()
     configurations: list[Configuration] = field(default_factory=list)
+    healed: list[Healed] = field(default_factory=list)
 
     @property
     def base_missing(self) -> tuple[str, ...]:
@@ -74,13 +97,17 @@ class SweepPlan:
         tasks = self.request.tasks
         new_prunes = [c for c in self.configurations if c.run is None and c.live_prune is None]
         evals = sum(1 for c in self.configurations if c.missing(tasks) or c in new_prunes) + bool(self.base_missing)
+        new_heals = [h for h in self.healed if h.heal is None and h.live_heal is None]
+        evals += sum(1 for h in self.healed if h.missing(tasks) or h in new_heals)
         return {
-            "configurations": len(self.configurations),
+            "configurations": len(self.configurations) + len(self.healed),
             "import": int(self.needs_import),
             "prune": len(new_prunes),
+            "heal": len(new_heals),
             "eval": evals,
             "runs reused": sum(1 for c in self.configurations if c.run is not None),
             "prunings waited for": sum(1 for c in self.configurations if c.live_prune is not None),
+            "heals reused": sum(1 for h in self.healed if h.heal is not None),
         }
 
 
@@ -133,8 +160,27 @@ def plan(store: Store, request: SweepRequest, data: Path | None) -> SweepPlan:
             c.run = next(iter(_matching(store, base.id, c, settings)), None)
         result.configurations.append(c)
 
+    if request.heal_tokens:
+        load_source(request.heal_data, data)  # a heal source that cannot be read fails here
+    for c in result.configurations:
+        for tokens in request.heal_tokens:
+            config = healed_config(c.config, tokens, request.heal_data)
+            h = Healed(c, tokens, config, config_key(config))
+            h.overlaps = tuple(t for t in request.tasks if t.startswith(PPL_PREFIX) and (
+                t in c.overlaps or shares_text(config["heal_data"], t.removeprefix(PPL_PREFIX))))  # fmt: skip
+            mine = [i for i in items if i.key == h.key]
+            h.live_heal = next((i.job_id for i in reversed(mine) if i.role == "heal" and i.job_id in live), None)
+            if c.run is not None and c.run.result_model_id and h.live_heal is None:
+                spec = request.heal_spec(c.run.result_model_name or "", tokens)
+                h.heal = next(iter(studies.matching_heals(
+                    store, c.run.result_model_id, data_source=source_name(spec.data), tokens=tokens,
+                    seq_len=spec.seq_len, batch_size=spec.batch_size, lr=spec.lr, temperature=spec.temperature,
+                    train=spec.train)), None)  # fmt: skip
+            result.healed.append(h)
+
     models = [base.id] if base is not None else []
     models += [c.run.result_model_id for c in result.configurations if c.run and c.run.result_model_id]
+    models += [h.heal.result_model_id for h in result.healed if h.heal and h.heal.result_model_id]
     done = _evaluated(store, models, request.tasks, settings)
     if base is not None:
         result.base_evaluated = done.get(base.id, ())
@@ -144,6 +190,11 @@ def plan(store: Store, request: SweepRequest, data: Path | None) -> SweepPlan:
             c.evaluated = done.get(c.run.result_model_id, ())  # type: ignore[arg-type]
         if c.run is not None or c.live_prune is not None:
             c.pending = _pending([i for i in items if i.key == c.key], live, request)
+    for h in result.healed:
+        if h.heal is not None:
+            h.evaluated = done.get(h.heal.result_model_id, ())  # type: ignore[arg-type]
+        if h.heal is not None or h.live_heal is not None:
+            h.pending = _pending([i for i in items if i.key == h.key], live, request)
     return result
 
 
@@ -154,7 +205,10 @@ def queue(store: Store, plan: SweepPlan) -> Queued:
     stored = request.to_dict() | {"settings": plan.settings.to_dict()}
     with store.write() as session:
         study_id = studies.save_study(session, plan.name, request.model, plan.base.id if plan.base else None, stored)
-        known = {(i.key, i.run_id) for i in studies.items(session, study_id) if i.run_id is not None}
+        earlier = studies.items(session, study_id)
+        known = {(i.key, i.run_id) for i in earlier if i.run_id is not None}
+        known_heals = {(i.key, i.heal_id) for i in earlier if i.heal_id is not None}
+        made_by: dict[str, int | None] = {}  # configuration key -> the pruning job making its model (None: stored)
 
         def add(key: str, config: dict, role: str, kind: str, job_request: dict, after: int | None) -> int:
             job = submit(session, kind, job_request, data_dir=plan.data, after=after)
@@ -171,6 +225,7 @@ def queue(store: Store, plan: SweepPlan) -> Queued:
             add(BASE_KEY, {}, "eval", "eval", _eval(request, model, plan.base_missing), after_import)
         for c in plan.configurations:
             if c.run is not None:
+                made_by[c.key] = None
                 if (c.key, c.run.id) not in known:
                     studies.add_item(session, study_id, c.key, c.config, "prune", run_id=c.run.id)
                 missing = c.missing(tasks)
@@ -183,8 +238,28 @@ def queue(store: Store, plan: SweepPlan) -> Queued:
                 missing = tasks
             else:
                 missing = c.missing(tasks)
+            made_by[c.key] = prune_job
             if missing:
                 add(c.key, c.config, "eval", "eval", _eval(request, f"job:{prune_job}", missing), prune_job)
+        for h in plan.healed:
+            if h.heal is not None:
+                if (h.key, h.heal.id) not in known_heals:
+                    studies.add_item(session, study_id, h.key, h.config, "heal", heal_id=h.heal.id)
+                missing = h.missing(tasks)
+                if missing:
+                    add(h.key, h.config, "eval", "eval", _eval(request, h.heal.result_name, missing), None)
+                continue
+            heal_job = h.live_heal
+            if heal_job is None:
+                prune_job = made_by[h.cut.key]
+                student = f"job:{prune_job}" if prune_job is not None else h.cut.run.result_model_name  # type: ignore[union-attr]
+                heal = request.heal_spec(student, h.tokens).to_dict()  # type: ignore[arg-type]
+                heal_job = add(h.key, h.config, "heal", "heal", heal, prune_job)
+                missing = tasks
+            else:
+                missing = h.missing(tasks)
+            if missing:
+                add(h.key, h.config, "eval", "eval", _eval(request, f"job:{heal_job}", missing), heal_job)
     return Queued(study_id, plan.name, tuple(new), plan.live_jobs)
 
 
@@ -219,6 +294,7 @@ def _matching(store: Store, base_id: int, c: Configuration, settings: EvalSettin
         target_value=config["target_value"], divisor=config["divisor"], allocation=config["allocation"],
         layers=config["layers"], calibration_source=config["calibration"], calibration_samples=config["samples"],
         calibration_seq_len=config["seq_len"], calibration_hash=c.calibration_hash, dtypes=settings.dtypes,
+        repair=config.get("repair"),
     )  # fmt: skip
 
 

@@ -17,7 +17,16 @@ from store.db import Store
 from store.jobs import JobInfo, jobs_by_id
 from store.queries import ModelInfo, RunDetail
 from store.studies import BASE_KEY, StudyInfo, StudyItemInfo
-from workbench.studies.request import EvalSettings, SweepRequest, calibration_text, is_perplexity, target_text
+from workbench.studies.request import (
+    EvalSettings,
+    SweepRequest,
+    calibration_text,
+    config_key,
+    cut_config,
+    is_perplexity,
+    step_text,
+    target_text,
+)
 from workbench.studies.specialisation import SpecialisationGroup, specialisation_groups
 from workbench.tabular import Column, Table, count, fixed
 from workbench.texts import shares_text, source_name
@@ -93,13 +102,24 @@ class StudyRow:
         return "" if self.config is None else calibration_text(self.config)
 
     @property
+    def step(self) -> str:
+        """The recovery it had: cut, repair oneshot, heal N, repair oneshot + heal N ("" for the base)."""
+        return step_text(self.config)
+
+    @property
+    def plain(self) -> bool:
+        """A plain cut (neither repaired nor healed), or the base."""
+        return self.step in ("", "cut")
+
+    @property
     def label(self) -> str:
-        """E.g. `hybrid 40% (sms)`, or the base model's name."""
+        """E.g. `hybrid 40% (sms)`, `hybrid 40% (wikitext2) repair oneshot`, or the base model's name."""
         if self.config is None:
             return f"base ({self.model.name})" if self.model else "base"
         calibration = f" ({self.calibration})" if self.config.get("calibration") else ""
         allocation = "" if self.allocation == "uniform" else f" {self.allocation}"
-        return f"{self.scorer}{allocation} {self.target}{calibration}"
+        step = "" if self.plain else f" {self.step}"
+        return f"{self.scorer}{allocation} {self.target}{calibration}{step}"
 
     @property
     def parameters(self) -> int | None:
@@ -145,6 +165,11 @@ class StudyView:
     def all_rows(self) -> tuple[StudyRow, ...]:
         return (self.base, *self.rows)
 
+    @property
+    def recovered(self) -> bool:
+        """Whether the study has repaired or healed configurations (tables then show a recovery column)."""
+        return any(not r.plain for r in self.rows)
+
     def best(self) -> dict[str, set[str]]:
         """Per metric column, the keys of the configurations holding its best value (higher or
         lower, as the metric reads), where at least two differ; the base is the reference, not a
@@ -177,16 +202,18 @@ class StudyView:
                 text = f"**{text}**" if style == "markdown" else f"{text} *" if style == "text" else text
             return text
 
+        recovery = [Column("step", "recovery")] if self.recovered else []
         columns = [
-            Column("scorer"), Column("allocation", "alloc"), Column("target"), Column("calibration"),
+            Column("scorer"), Column("allocation", "alloc"), Column("target"), Column("calibration"), *recovery,
             Column("status"), Column("parameters", "params", numeric=True), Column("removed", numeric=True),
             Column("expansion", "exp", numeric=True),
             *(Column(c.key, c.label, numeric=True) for c in self.columns),
             Column("notes"),
         ]  # fmt: skip
         body = [
-            [r.scorer, r.allocation, r.target, r.calibration, r.status, count(r.parameters),
-             _percent(r.removed), fixed(3)(r.expansion), *(cell(r, c) for c in self.columns), notes(r)]
+            [r.scorer, r.allocation, r.target, r.calibration, *([r.step] if recovery else []), r.status,
+             count(r.parameters), _percent(r.removed), fixed(3)(r.expansion), *(cell(r, c) for c in self.columns),
+             notes(r)]
             for r in self.all_rows
         ]  # fmt: skip
         return Table(f"study {self.study.name}: trade-off", columns, body)
@@ -194,8 +221,9 @@ class StudyView:
     def grid(self) -> Table:
         """The trade-off as the TUI shows and exports it: raw values (CSV writes them at full
         precision) formatted on screen, a ± column after each metric with a standard error."""
+        recovery = [Column("step", "recovery")] if self.recovered else []
         columns = [
-            Column("scorer"), Column("allocation", "alloc"), Column("target"), Column("calibration"),
+            Column("scorer"), Column("allocation", "alloc"), Column("target"), Column("calibration"), *recovery,
             Column("status"), Column("parameters", "params", count, numeric=True),
             Column("removed", fmt=_percent, numeric=True), Column("expansion", "exp", fixed(3), True),
         ]  # fmt: skip
@@ -207,8 +235,8 @@ class StudyView:
         columns.append(Column("notes"))
         body = []
         for r in self.all_rows:
-            line: list[Any] = [r.scorer, r.allocation, r.target, r.calibration, r.status, r.parameters, r.removed,
-                               r.expansion]  # fmt: skip
+            line: list[Any] = [r.scorer, r.allocation, r.target, r.calibration, *([r.step] if recovery else []),
+                               r.status, r.parameters, r.removed, r.expansion]  # fmt: skip
             for c in self.columns:
                 figure = r.figures.get(c.key)
                 line.append(figure.value if figure else None)
@@ -219,8 +247,9 @@ class StudyView:
 
     def _raw(self) -> Table:
         columns = [Column(k) for k in ("configuration", "scorer", "allocation", "target_kind", "target_value",
-                                       "divisor", "layers", "calibration", "samples", "seq_len", "dtype", "status",
-                                       "model", "run_id", "parameters", "removed", "expansion")]  # fmt: skip
+                                       "divisor", "layers", "calibration", "samples", "seq_len", "dtype", "repair",
+                                       "heal_tokens", "heal_data", "status", "model", "run_id", "parameters",
+                                       "removed", "expansion")]  # fmt: skip
         for c in self.columns:
             columns += [Column(c.key), Column(f"{c.key} stderr"), Column(f"{c.key} samples")]
         columns.append(Column("calibration_overlaps"))
@@ -229,7 +258,8 @@ class StudyView:
             config = r.config or {}
             line: list[Any] = [r.label, r.scorer, r.allocation, config.get("target_kind"), config.get("target_value"),
                                config.get("divisor"), config.get("layers"), config.get("calibration"),
-                               config.get("samples"), config.get("seq_len"), config.get("dtype"), r.status,
+                               config.get("samples"), config.get("seq_len"), config.get("dtype"),
+                               config.get("repair"), config.get("heal_tokens"), config.get("heal_data"), r.status,
                                r.model.name if r.model else None, r.run.id if r.run else None, r.parameters,
                                r.removed, r.expansion]  # fmt: skip
             for c in self.columns:
@@ -254,6 +284,7 @@ class StudyView:
         for r in self.rows:
             label = r.scorer + ("" if len(allocations) < 2 else f" {r.allocation}")
             label += f"/{r.calibration}" if r.config and r.config.get("calibration") else ""
+            label += "" if r.plain else f" {r.step}"
             grouped.setdefault(label, [])
             figure, where = r.figures.get(column_key), at(r)
             if figure is not None and where is not None:
@@ -270,7 +301,7 @@ class StudyView:
 
     def specialisation(self) -> list[SpecialisationGroup]:
         """Groups of configurations alike but for their calibration source (two sources or more)."""
-        return specialisation_groups(self.rows, self.request.tasks)
+        return specialisation_groups([r for r in self.rows if r.plain], self.request.tasks)
 
     def notes(self) -> list[str]:
         """How the figures were measured, once for the whole table."""
@@ -295,7 +326,7 @@ class StudyView:
         if self.best():
             lines.append("* the best of the pruned configurations in its column (the base is the reference)")
         if any(r.overlaps for r in self.rows):
-            lines.append("overlap: the configuration calibrated on the text that perplexity measures")
+            lines.append("overlap: the configuration calibrated (or healed) on the text that perplexity measures")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -326,10 +357,16 @@ def _value(v: float, column: MetricColumn) -> str:
 
 
 def notes(row: StudyRow) -> str:
-    flags = [f"overlap: calibrated on {t}'s text" for t in row.overlaps]
+    config = row.config or {}
+    flags = [f"overlap: {'healed' if _heal_reads(config, t) else 'calibrated'} on {t}'s text" for t in row.overlaps]
     if row.problem:
         flags.append(row.problem)
     return "; ".join(flags)
+
+
+def _heal_reads(config: dict[str, Any], task: str) -> bool:
+    return bool(config.get("heal_data")) and shares_text(config["heal_data"], task[len("ppl:"):]) and not (
+        shares_text(config.get("calibration"), task[len("ppl:"):]))
 
 
 def _percent(v: float | None) -> str:
@@ -356,6 +393,11 @@ def gather(store: Store, name: str) -> StudyView:
             key: queries.find_model(session, run.result_model_id) if run and run.result_model_id else None
             for key, run in runs.items()
         }
+        for key, its in keys.items():  # a healed configuration: the heal's model, and its cut's run
+            if any(i.role == "heal" for i in its):
+                healed = _healed_model(session, its, jobs)
+                models[key] = queries.find_model(session, healed) if healed is not None else None
+                runs[key] = runs.get(config_key(cut_config(its[0].config)))
         models[BASE_KEY] = base_model
         figures = _figures(session, {k: m.id for k, m in models.items() if m is not None}, request, settings)
     columns = _columns(request, figures)
@@ -369,9 +411,12 @@ def gather(store: Store, name: str) -> StudyView:
         if key == BASE_KEY:
             continue
         config = its[0].config
-        calibration = config.get("calibration")
-        overlaps = tuple(t for t in request.tasks if is_perplexity(t) and shares_text(calibration, t[len("ppl:"):]))
-        status, problem = _status(its, jobs, False, runs[key] is not None, _complete(figures.get(key), request))
+        read = (config.get("calibration"), config.get("heal_data"))
+        overlaps = tuple(t for t in request.tasks
+                         if is_perplexity(t) and any(shares_text(s, t[len("ppl:"):]) for s in read))  # fmt: skip
+        healed = "heal_tokens" in config
+        status, problem = _status(its, jobs, False, (models[key] if healed else runs[key]) is not None,
+                                  _complete(figures.get(key), request), "heal" if healed else "prune")
         rows.append(StudyRow(key, config, status, problem, models[key], runs[key], figures.get(key, {}), overlaps,
                              base_parameters, _job_ids(its)))  # fmt: skip
     # As the request lists scorers and sources (a re-run may have added others: those after).
@@ -379,7 +424,7 @@ def gather(store: Store, name: str) -> StudyView:
     sources = {source_name(c): i for i, c in enumerate(request.calibrations)}
     rows.sort(key=lambda r: (scorers.get(r.scorer, len(scorers)), r.scorer, r.allocation, r.config["target_kind"],
                              r.config["target_value"], sources.get(r.config["calibration"], len(sources)),
-                             r.calibration))  # type: ignore[index]
+                             r.calibration, r.config.get("repair") or "", r.config.get("heal_tokens") or 0))  # type: ignore[index]
     return StudyView(study, request, settings, base, tuple(rows), columns, jobs)
 
 
@@ -396,6 +441,17 @@ def _base_model(
         job = jobs.get(item.job_id) if item.role == "import" and item.job_id is not None else None
         if job is not None and job.status == "done" and "model_id" in job.result:
             return queries.find_model(session, int(job.result["model_id"]))
+    return None
+
+
+def _healed_model(session: Session, items: list[StudyItemInfo], jobs: dict[int, JobInfo]) -> int | None:
+    """The id of the model that stands for a healed configuration: the newest reused or made by its heal job."""
+    for item in reversed([i for i in items if i.role == "heal"]):
+        if item.heal_id is not None:
+            return queries.get_heal(session, item.heal_id).result_model_id
+        job = jobs.get(item.job_id) if item.job_id is not None else None
+        if job is not None and job.status == "done" and "model_id" in job.result:
+            return int(job.result["model_id"])
     return None
 
 
@@ -450,18 +506,19 @@ def _complete(found: dict[str, Figure] | None, request: SweepRequest) -> bool:
 
 
 def _status(
-    items: list[StudyItemInfo], jobs: dict[int, JobInfo], is_base: bool, has_model: bool, complete: bool
+    items: list[StudyItemInfo], jobs: dict[int, JobInfo], is_base: bool, has_model: bool, complete: bool,
+    maker: str = "prune",
 ) -> tuple[str, str | None]:
     """(status, the failure's one line) of a configuration or the base from its jobs."""
     def newest(role: str) -> JobInfo | None:
         found = [jobs[i.job_id] for i in items if i.role == role and i.job_id in jobs]
         return max(found, key=lambda j: j.id) if found else None
 
-    making = newest("import" if is_base else "prune")
+    making = newest("import" if is_base else maker)
     if not has_model:
         if making is None:
             return ("not imported" if is_base else "model removed"), None
-        return _job_status("import" if is_base else "prune", making)
+        return _job_status("import" if is_base else maker, making)
     if complete:
         return "done", None
     evaluating = newest("eval")
@@ -472,7 +529,7 @@ def _status(
 
 
 def _job_status(what: str, job: JobInfo) -> tuple[str, str | None]:
-    doing = {"import": "importing", "prune": "pruning", "eval": "evaluating"}[what]
+    doing = {"import": "importing", "prune": "pruning", "heal": "healing", "eval": "evaluating"}[what]
     if job.status == "queued":
         return f"{what} queued", None
     if job.status == "running":

@@ -1,0 +1,399 @@
+"""Heal: distil a teacher (by default the model's parent) into a pruned model, and store the result.
+
+The loss is the KL divergence between the teacher's and the student's next-token distributions at
+temperature T (times T^2, as in Hinton et al.), over every token of consecutive windows of the text
+source's calibration part (never the part perplexity reads: see texts.py). transformers' Trainer runs
+the loop (AdamW, warmup then cosine decay, checkpoints, resuming, seeded data order); this module
+adds only what it lacks: the distillation loss, the job's progress and cancel checks, checkpoints
+every few minutes of wall time, and the record.
+
+Checkpoints live in the store under artifacts/checkpoints/<token>, named in the job's spec (a retry
+copies the spec, so it finds them) and claimed by the job for `store check`; they survive the job
+process's death (recovery removes only artifacts/tmp/<dead pid>.*), a retry resumes from the newest
+complete one, and they go when the heal is done or cancelled.
+
+Dtypes: the student trains with float32 master weights (autocast to bfloat16/float16 when the
+compute dtype is one), the teacher runs in the compute dtype, and the healed model is saved in
+the dtype the student was stored in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from store import jobs, queries
+from store.db import Store
+from store.queries import ModelInfo
+from store.tables import HealRun, Model
+from workbench import calibration, model_io
+from workbench.architecture import glu_mlps
+from workbench.devices import MemoryMeter, dtype_name, free_memory, resolve_device, resolve_dtype
+from workbench.errors import UserError
+from workbench.progress import Cancelled, Progress
+from workbench.pruning import versions
+from workbench.spec import HealSpec
+from workbench.texts import load_source
+
+log = logging.getLogger("workbench.heal")
+
+STAGE_WEIGHTS = {"load": 0.05, "heal": 0.9, "save": 0.05}
+CHECKPOINTS = "checkpoints"  # artifacts/checkpoints/<token>: a heal job's Trainer checkpoints
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class HealReport:
+    heal_id: int
+    model_id: int
+    model_name: str
+    student: str
+    teacher: str
+    data: str
+    tokens_seen: int
+    passes: float
+    steps: int
+    resumed_from_step: int | None
+    first_loss: float | None
+    last_loss: float | None
+    seconds: float
+    peak_memory_bytes: int
+    device: str
+    dtype: str
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Checked:
+    student: model_io.Target
+    teacher: model_io.Target
+    windows: torch.Tensor  # [count, seq_len] token ids of the whole calibration part
+    source: str
+    device: torch.device
+
+
+def check_request(spec: HealSpec, store: Store, data: Path | None = None) -> None:
+    """Everything a heal checks before it loads weights, writing nothing (UserError)."""
+    _checked(spec, store, data)
+
+
+def _checked(spec: HealSpec, store: Store, data: Path | None) -> _Checked:
+    spec.validate()
+    student = model_io.resolve(store, spec.model)
+    if student.row is None:
+        raise UserError(f"heal takes a model in the store; {spec.model} is not one (import or prune it first)")
+    student.shape()  # a GLU model
+    if spec.teacher is not None:
+        teacher = model_io.resolve(store, spec.teacher)
+        if teacher.row is None:
+            raise UserError(f"the teacher must be a model in the store; {spec.teacher} is not one")
+    elif student.row.parent_id is None:
+        raise UserError(f"{student.row.name} has no parent in the store to learn from: name a --teacher")
+    else:
+        teacher = model_io.Target(queries.get_model(store, student.row.parent_id))
+    if teacher.row.id == student.row.id:
+        raise UserError("the teacher is the model itself: nothing to learn")
+    student_tokens, teacher_tokens = student.tokenizer(store), teacher.tokenizer(store)
+    if student_tokens.get_vocab() != teacher_tokens.get_vocab() or (
+        student_tokens.eos_token_id != teacher_tokens.eos_token_id
+    ):
+        raise UserError(
+            f"the teacher {teacher.row.name} tokenises differently from {student.row.name}: "
+            "distillation compares their logits token by token, so they must share a tokenizer"
+        )
+    device = resolve_device(spec.device)
+    _refuse_if_too_big(spec, student.row, teacher.row, device)
+    text = load_source(spec.data, data)
+    stream = calibration.token_stream(student_tokens, text.calibration)
+    count = len(stream) // spec.seq_len
+    if count < spec.batch_size:
+        raise UserError(
+            f"heal source {text.name} has {len(stream)} tokens: one batch of {spec.batch_size} x {spec.seq_len} "
+            f"needs {spec.batch_size * spec.seq_len} (lower --batch-size or --seq-len)"
+        )
+    windows = torch.tensor(stream[: count * spec.seq_len], dtype=torch.long).view(count, spec.seq_len)
+    return _Checked(student, teacher, windows, text.name, device)
+
+
+def _refuse_if_too_big(spec: HealSpec, student: ModelInfo, teacher: ModelInfo, device: torch.device) -> None:
+    """Refuse, before loading, what clearly cannot fit on the device: the teacher in the compute
+    dtype, the student's float32 weights, its gradients and AdamW's two moments for what trains,
+    and the activations of a batch (logits of both models dominate at small sizes)."""
+    compute = 2 if spec.dtype in ("bfloat16", "float16") or (spec.dtype == "auto" and device.type != "cpu") else 4
+    trained = student.parameters
+    if spec.train == "mlp":
+        trained = 3 * student.hidden_size * sum(student.widths)
+    elif spec.lora_rank is not None:
+        trained = spec.lora_rank * 4 * student.hidden_size * student.num_layers * 7
+    vocab = max(1, (student.parameters - 3 * student.hidden_size * sum(student.widths)) // student.hidden_size)
+    tokens = spec.batch_size * spec.seq_len
+    per_token = 4 * vocab + student.num_layers * (16 * student.hidden_size + 3 * max(student.widths))
+    activations = tokens * per_token * 4
+    parts = {
+        "teacher": teacher.parameters * compute,
+        "student": student.parameters * 4,
+        "optimiser": trained * 12,
+        "activations": activations,
+    }
+    needed = sum(parts.values())
+    free = free_memory(device)
+    if free is not None and needed > free:
+        shown = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in parts.items())
+        raise UserError(
+            f"healing needs about {needed / 2**30:.1f} GiB on {device} ({shown}) but it has {free / 2**30:.1f} GiB "
+            "free: lower --batch-size or --seq-len, or train lora:RANK"
+        )
+
+
+def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean over tokens of KL(teacher || student) at temperature T, times T^2 (float32)."""
+    vocab = student_logits.shape[-1]
+    s = F.log_softmax(student_logits.float().view(-1, vocab) / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float().view(-1, vocab) / temperature, dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+class _Distiller(Trainer):
+    """Trainer whose loss is the KL divergence from the teacher's logits."""
+
+    def __init__(self, *args, teacher: PreTrainedModel, temperature: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher, self.temperature = teacher, temperature
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ids = inputs["input_ids"]
+        outputs = model(input_ids=ids, use_cache=False)
+        with torch.no_grad():
+            teacher = self.teacher(input_ids=ids, use_cache=False).logits
+        loss = kl_loss(outputs.logits, teacher, self.temperature)
+        return (loss, outputs) if return_outputs else loss
+
+
+class _Windows(torch.utils.data.Dataset):
+    def __init__(self, windows: torch.Tensor) -> None:
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.windows[index]}
+
+
+class _JobCallback(TrainerCallback):
+    """Progress in steps and tokens with the running loss, cancel checks at step boundaries, and a
+    checkpoint every `every_s` seconds of wall time."""
+
+    def __init__(self, progress: Progress, spec: HealSpec, every_s: float) -> None:
+        self.progress, self.spec, self.every_s = progress, spec, every_s
+        self.last_save = time.monotonic()
+        self.loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step:
+            self.progress.advance(state.global_step, message=f"resumed at step {state.global_step}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.loss = logs["loss"]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        tokens = state.global_step * self.spec.batch_size * self.spec.seq_len
+        loss = f", loss {self.loss:.4f}" if self.loss is not None else ""
+        self.progress.advance(message=f"step {state.global_step}/{state.max_steps}, {tokens:,} tokens{loss}")
+        if time.monotonic() - self.last_save >= self.every_s and state.global_step < state.max_steps:
+            control.should_save = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
+        log.info("checkpoint at step %d", state.global_step)
+
+
+def checkpoint_folder(store: Store, job_id: int | None) -> Path | None:
+    """The folder a heal job keeps its checkpoints in (named in its spec), None outside a job."""
+    if job_id is None:
+        return None
+    name = jobs.get_job(store, job_id).spec.get("checkpoint")
+    return store.artifacts / name if name else None
+
+
+def latest_checkpoint(folder: Path | None) -> Path | None:
+    """The newest complete checkpoint (its trainer state is written last); incomplete ones, left by a
+    process killed while saving, are removed."""
+    if folder is None or not folder.is_dir():
+        return None
+    found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    complete = [p for p in found if (p / "trainer_state.json").is_file()]
+    for p in found:
+        if p not in complete:
+            shutil.rmtree(p, ignore_errors=True)
+    return complete[-1] if complete else None
+
+
+def heal(
+    spec: HealSpec,
+    store: Store,
+    data: Path | None = None,
+    progress: Progress | None = None,
+    job_id: int | None = None,
+    checkpoints: Path | None = None,
+) -> HealReport:
+    progress = progress or Progress()
+    progress.weights = STAGE_WEIGHTS
+    checked = _checked(spec, store, data)
+    device = checked.device
+    dtype = resolve_dtype(spec.dtype, device)
+    student_row, teacher_row = checked.student.row, checked.teacher.row
+    save_dtype = getattr(torch, student_row.dtype)
+    checkpoints = checkpoints or checkpoint_folder(store, job_id)
+    meter = MemoryMeter(device)
+    meter.reset()
+    started = time.perf_counter()
+
+    progress.stage("load", message=f"loading {student_row.name} and its teacher {teacher_row.name}")
+    teacher = model_io.load_model(store.model_path(teacher_row), device, dtype)
+    teacher.requires_grad_(False)
+    student = model_io.load_model(store.model_path(student_row), device, torch.float32)
+    tokenizer = model_io.load_tokenizer(store.model_path(student_row))
+    _choose_trained(student, spec)
+    if spec.lora_rank is not None:
+        from peft import LoraConfig, get_peft_model
+
+        rank = spec.lora_rank
+        student = get_peft_model(student, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                                                     target_modules=LORA_TARGETS))
+    trained = _trained_parameters(student)
+
+    scratch = checkpoints or store.artifacts / CHECKPOINTS / f"unsaved-{time.time_ns()}"
+    resume = latest_checkpoint(checkpoints)
+    resumed_from = int(resume.name.rsplit("-", 1)[1]) if resume else None
+    if resume is not None:
+        log.info("resuming from step %d (checkpoint %s)", resumed_from, resume)
+    steps = spec.steps
+    available = checked.windows.numel()
+    args = TrainingArguments(
+        output_dir=str(scratch),
+        per_device_train_batch_size=spec.batch_size,
+        learning_rate=spec.lr,
+        max_steps=steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=int(spec.warmup * steps),  # rounded down: a one-step heal must not warm up from zero
+        weight_decay=0.0,
+        logging_steps=1,
+        save_strategy="no",  # the callback asks for a checkpoint every checkpoint_every_s seconds
+        save_total_limit=1,
+        report_to=[],
+        use_cpu=device.type == "cpu",
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+    callback = _JobCallback(progress, spec, spec.checkpoint_every_s)
+    trainer = _Distiller(model=student, args=args, train_dataset=_Windows(checked.windows), teacher=teacher,
+                         temperature=spec.temperature, callbacks=[callback])
+    for quiet in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(quiet)
+    teacher.to(args.device)
+    progress.stage("heal", total=steps, message=f"{steps} steps of {spec.batch_size} x {spec.seq_len} tokens")
+    log.info("heal: %d steps, %d tokens, %.2f passes over %s (%d tokens)", steps, steps * spec.batch_size *
+             spec.seq_len, steps * spec.batch_size * spec.seq_len / available, checked.source, available)
+    try:
+        with model_io._quiet_transformers():  # no progress bars from checkpoint saves
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except (Cancelled, KeyboardInterrupt):
+        shutil.rmtree(scratch, ignore_errors=True)  # a cancelled heal leaves nothing behind
+        raise
+    except BaseException:
+        if checkpoints is None:
+            shutil.rmtree(scratch, ignore_errors=True)  # nothing could resume from it
+        raise  # a retry of the job resumes from its checkpoints
+    curve = [[float(e["step"]), float(e["step"] * spec.batch_size * spec.seq_len), float(e["loss"])]
+             for e in trainer.state.log_history if "loss" in e and "step" in e]
+    model = trainer.model
+    if spec.lora_rank is not None:
+        model = model.merge_and_unload()
+    del trainer, teacher
+    model = model.to(device="cpu", dtype=save_dtype).eval()
+    model.requires_grad_(False)
+
+    progress.stage("save")
+    tokens_seen = steps * spec.batch_size * spec.seq_len
+    seconds = time.perf_counter() - started
+    record = HealRun(
+        model_id=student_row.id,
+        teacher_model_id=teacher_row.id,
+        job_id=job_id,
+        data_source=checked.source,
+        data_hash=hashlib.sha256(checked.windows.numpy().tobytes()).hexdigest(),
+        tokens=spec.tokens,
+        tokens_seen=tokens_seen,
+        passes=tokens_seen / available,
+        steps=steps,
+        seq_len=spec.seq_len,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        temperature=spec.temperature,
+        train=spec.train,
+        device=str(device),
+        dtype=dtype_name(dtype),
+        settings={"warmup": spec.warmup, "schedule": "cosine", "optimizer": "adamw", "weight_decay": 0.0,
+                  "seed": spec.seed, "checkpoint_every_s": spec.checkpoint_every_s, "resumed_from_step": resumed_from,
+                  "trained_parameters": trained, "save_dtype": dtype_name(save_dtype)},
+        loss_curve=curve,
+        versions=versions() | _peft_version(spec),
+    )
+
+    def write(session, row: Model) -> None:
+        record.seconds = time.perf_counter() - started
+        record.peak_memory_bytes = meter.peak()
+        queries.record_heal(session, record, row)
+
+    name = spec.name or queries.unique_model_name(store, f"{student_row.name}-healed")
+    result = model_io.save_new_model(store, model, tokenizer, name=name, source="healed",
+                                     parent_id=student_row.id, record=write)
+    shutil.rmtree(scratch, ignore_errors=True)
+    progress.finish()
+    return HealReport(
+        heal_id=record.id, model_id=result.id, model_name=result.name, student=student_row.name,
+        teacher=teacher_row.name, data=checked.source, tokens_seen=tokens_seen, passes=record.passes, steps=steps,
+        resumed_from_step=resumed_from, first_loss=curve[0][2] if curve else None,
+        last_loss=curve[-1][2] if curve else None, seconds=seconds, peak_memory_bytes=record.peak_memory_bytes,
+        device=str(device), dtype=dtype_name(dtype), settings=spec.to_dict(),
+    )  # fmt: skip
+
+
+def _choose_trained(model: PreTrainedModel, spec: HealSpec) -> None:
+    """Freeze what `--train` leaves alone (LoRA freezes the base itself)."""
+    model.requires_grad_(spec.train != "mlp")
+    if spec.train == "mlp":
+        for mlp in glu_mlps(model):
+            mlp.requires_grad_(True)
+
+
+def _trained_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())
+
+
+def _peft_version(spec: HealSpec) -> dict[str, str]:
+    if spec.lora_rank is None:
+        return {}
+    import peft
+
+    return {"peft": peft.__version__}
