@@ -41,15 +41,16 @@ SHAPES = {
 }  # fmt: skip
 
 
-def random_model(shape: str, device, dtype, seed: int = 0):
-    """A Llama of the shape with random weights, built straight on the device in the dtype."""
+def random_model(shape: str, device, dtype, seed: int = 0, vocab_size: int | None = None):
+    """A Llama of the shape with random weights, built straight on the device in the dtype (with
+    another vocabulary size when given: one that holds a real tokenizer's)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
     torch.manual_seed(seed)
-    config = LlamaConfig(max_position_embeddings=4096, **SHAPES[shape])
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype)
+    sizes = SHAPES[shape] | ({"vocab_size": vocab_size} if vocab_size else {})
+    with torch.device(device):  # no float32 copy first: an 8B model in bfloat16 takes 16 GB
+        model = AutoModelForCausalLM.from_config(LlamaConfig(max_position_embeddings=4096, **sizes), dtype=dtype)
     return model.eval()
 
 

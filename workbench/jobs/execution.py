@@ -27,6 +27,7 @@ from store import jobs
 from store.db import Store
 from store.jobs import JobInfo
 from workbench.errors import UserError
+from workbench.jobs import gpus
 from workbench.jobs.kinds import JobContext, kind_of
 from workbench.progress import Cancelled, Progress
 
@@ -137,10 +138,21 @@ def _run(
 
     try:
         # A request that names no device (an import) runs on the CPU: its memory is the process's.
-        device = resolve_device(job.request.get("device", "cpu"))
+        asked = job.request.get("device", "cpu")
+        given = gpus.gpus_of(job.device)  # the GPUs its claim gave it (see workbench.jobs.gpus)
+        if given is not None and asked in ("auto", "cuda"):
+            import torch
+
+            problem = gpus.missing(job.device, torch.cuda.device_count())
+            if problem:  # never fall back to the CPU, nor to another GPU
+                raise UserError(problem)
+        device = resolve_device(asked)
         meter = MemoryMeter(device)
-        jobs.update_running(store, job.id, device=str(device))
-        log.info("device %s", device)
+        if given is None or device.type != "cuda":  # the row keeps naming the host's GPUs it runs on
+            jobs.update_running(store, job.id, device=str(device))
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        log.info("device %s%s", device, f" ({job.device} of the host, CUDA_VISIBLE_DEVICES={visible})"
+                 if given is not None and device.type == "cuda" and visible is not None else "")
         progress = JobProgress(store, job.id, heartbeat, peak, echo)
         context = JobContext(
             store=store,
