@@ -137,6 +137,9 @@ def _run(
         return meter.peak() if meter is not None else None
 
     try:
+        if os.environ.get(gpus.PINNED):  # a worker's job process: the GPUs of the host it was given
+            log.info("GPUs: %s of the host (CUDA_VISIBLE_DEVICES=%s)", os.environ[gpus.PINNED],
+                     os.environ.get("CUDA_VISIBLE_DEVICES"))
         # A request that names no device (an import) runs on the CPU: its memory is the process's.
         asked = job.request.get("device", "cpu")
         given = gpus.gpus_of(job.device)  # the GPUs its claim gave it (see workbench.jobs.gpus)
@@ -150,9 +153,7 @@ def _run(
         meter = MemoryMeter(device)
         if given is None or device.type != "cuda":  # the row keeps naming the host's GPUs it runs on
             jobs.update_running(store, job.id, device=str(device))
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        log.info("device %s%s", device, f" ({job.device} of the host, CUDA_VISIBLE_DEVICES={visible})"
-                 if given is not None and device.type == "cuda" and visible is not None else "")
+        log.info("device %s", device)
         progress = JobProgress(store, job.id, heartbeat, peak, echo)
         context = JobContext(
             store=store,
