@@ -137,17 +137,20 @@ def _run(
         return meter.peak() if meter is not None else None
 
     try:
-        if os.environ.get(gpus.PINNED):  # a worker's job process: the GPUs of the host it was given
-            log.info("GPUs: %s of the host (CUDA_VISIBLE_DEVICES=%s)", os.environ[gpus.PINNED],
-                     os.environ.get("CUDA_VISIBLE_DEVICES"))
         # A request that names no device (an import) runs on the CPU: its memory is the process's.
         asked = job.request.get("device", "cpu")
         given = gpus.gpus_of(job.device)  # the GPUs its claim gave it (see workbench.jobs.gpus)
-        if given is not None and asked in ("auto", "cuda"):
+        pinned = os.environ.get(gpus.PINNED)  # a worker's job process, shown only the GPUs it was given
+        if pinned:
+            log.info("GPUs: %s of the host (CUDA_VISIBLE_DEVICES=%s)", pinned, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if pinned and asked in ("auto", "cuda"):  # never fall back to the CPU, nor to another GPU
             import torch
 
-            problem = gpus.missing(job.device, torch.cuda.device_count())
-            if problem:  # never fall back to the CPU, nor to another GPU
+            if not torch.backends.cuda.is_built():
+                raise UserError(f"the job was given {pinned}, but this torch ({torch.__version__}) is built "
+                                "without CUDA: install a CUDA build, or run the job process with --gpus none")
+            problem = gpus.missing(pinned, torch.cuda.device_count())
+            if problem:
                 raise UserError(problem)
         device = resolve_device(asked)
         meter = MemoryMeter(device)
