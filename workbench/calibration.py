@@ -58,7 +58,8 @@ class ActivationStats:
             tensors[f"sum_squares.{i}"] = layer.sum_squares.cpu().contiguous()
             tensors[f"sequence_mean_abs_squares.{i}"] = layer.sequence_mean_abs_squares.cpu().contiguous()
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
+        # Jobs on other GPUs may save the same statistics at once: each writes a file of its own.
+        partial = path.with_suffix(f".{os.getpid()}.partial")
         save_file(tensors, partial, metadata={"tokens": str(self.tokens), "sequences": str(self.sequences)})
         os.replace(partial, path)  # a reader never sees half a file
 
