@@ -29,7 +29,7 @@ Light: the TUI lists, cancels and retries jobs through this module (no torch, no
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -148,14 +148,28 @@ def _writing(target: Store | Session) -> Iterator[Session]:
             yield session
 
 
-def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int | None = None) -> JobInfo | None:
+def claim(
+    store: Store,
+    pid: int,
+    *,
+    job_id: int | None = None,
+    max_running: int | None = None,
+    place: Callable[[list[str | None]], str | None] | None = None,
+) -> JobInfo | None:
     """Move the oldest queued job (or job `job_id`, if still queued) to running for process `pid`,
-    unless `max_running` jobs already run on this host. Its log file exists when this returns."""
+    unless `max_running` jobs already run on this host. With `place`, the job's device is what it
+    answers given the devices of the jobs running on this host (None: no room, nothing claimed),
+    decided under the same lock (see workbench.jobs.gpus). Its log file exists when this returns."""
     host = host_name()
     with store.write() as session:
         if max_running is not None and not _host_has_room(session, host, max_running):
             return None  # (first: a busy host asks nothing more)
         fail_orphans(session)
+        device = None
+        if place is not None:  # (under the host's lock that _host_has_room took, on PostgreSQL too)
+            device = place(list(session.scalars(select(Job.device).where(Job.status == "running", Job.host == host))))
+            if device is None:
+                return None
         waited = aliased(Job)
         queued = (
             select(Job.id)
@@ -176,7 +190,7 @@ def claim(store: Store, pid: int, *, job_id: int | None = None, max_running: int
                 update(Job)
                 .where(Job.id == candidate, Job.status == "queued")
                 .values(status="running", pid=pid, host=host, started_at=now, heartbeat_at=now, log_path=log,
-                        stage="", progress=0.0, message="starting")
+                        stage="", progress=0.0, message="starting", device=device)
             )
             if moved.rowcount:
                 path = store.root / log

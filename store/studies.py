@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, distinct, exists, func, not_, select, update
+from sqlalchemy import ColumnElement, and_, distinct, exists, func, not_, select, true, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
@@ -236,12 +236,13 @@ def matching_runs(
     calibration_samples: int | None,
     calibration_seq_len: int | None,
     calibration_hash: str | None,
-    dtypes: tuple[str, ...],
+    dtypes: tuple[str, ...] | None,
     repair: str | None = None,
 ) -> list[RunSummary]:
     """Finished runs of this base with exactly this configuration whose model is still stored,
     newest first: what a sweep reuses instead of pruning again. The calibration hash (of the token
-    ids) makes calibration text that changed on disk a different configuration."""
+    ids) makes calibration text that changed on disk a different configuration; `dtypes` are those
+    its forward passes may have run in (None: any)."""
     r = PruningRun
     stmt = (
         _runs_select()
@@ -251,7 +252,8 @@ def matching_runs(
             r.allocation == allocation, r.layers == layers, r.calibration_source.is_(None)
             if calibration_source is None else r.calibration_source == calibration_source,
             r.calibration_hash.is_(None) if calibration_hash is None else r.calibration_hash == calibration_hash,
-            r.dtype.in_(dtypes), r.repair.is_(None) if repair is None else r.repair == repair,
+            r.dtype.in_(dtypes) if dtypes is not None else true(),
+            r.repair.is_(None) if repair is None else r.repair == repair,
         )  # fmt: skip
         .order_by(r.id.desc())
     )

@@ -82,3 +82,77 @@ def test_empty_text_file_is_an_error(tmp_path):
     empty.write_text("  \n")
     with pytest.raises(UserError, match="holds no text"):
         load_source(str(empty))
+
+
+def test_statistics_are_their_definition_over_the_real_tokens():
+    """sum of X^2 over real tokens, and the sum over sequences of (mean |X| over its real tokens)^2,
+    computed here in float64 from every layer's down_proj input."""
+    model = tiny_model("llama")
+    ids = torch.randint(0, 320, (3, 10), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 1:] = 0
+    inputs: list[torch.Tensor] = []
+    handles = [layer.mlp.down_proj.register_forward_pre_hook(lambda _m, a: inputs.append(a[0].double()))
+               for layer in model.model.layers]
+    with torch.no_grad():
+        model.model(input_ids=ids, attention_mask=mask)
+    for h in handles:
+        h.remove()
+    stats = calibration.capture(model, ids, mask)
+    real = mask.bool()
+    for x, layer in zip(inputs, stats.layers, strict=True):
+        sum_squares = (x[real] ** 2).sum(0)
+        means = torch.stack([x[row][real[row]].abs().mean(0) for row in range(3)])
+        torch.testing.assert_close(layer.sum_squares.double(), sum_squares, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(layer.sequence_mean_abs_squares.double(), (means**2).sum(0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_token_sums_equal_the_plain_ones(dtype):
+    """The GPU's fused reductions (float32 accumulation straight from the model's dtype) give what
+    the plain float32 ops give."""
+    x = (torch.randn(3, 7, 40, generator=torch.Generator().manual_seed(2)) * 3).to(dtype)
+    plain, fused = calibration.token_sums(x, fused=False), calibration.token_sums(x, fused=True)
+    for a, b in zip(plain, fused, strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    exact = x.double()
+    torch.testing.assert_close(plain[0].double(), (exact**2).sum((0, 1)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(plain[1].double(), exact.abs().sum(1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_cpu_batch_holds_tokens_per_batch_tokens():
+    model = tiny_model("llama")
+    assert calibration.batch_size_for(model, 512) == calibration.TOKENS_PER_BATCH // 512
+    assert calibration.batch_size_for(model, 2 * calibration.TOKENS_PER_BATCH) == 1
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.cuda
+@cuda
+def test_on_cuda_bfloat16_statistics_match_the_cpus_float32():
+    model = tiny_model("llama")
+    ids = torch.randint(0, 320, (4, 16), generator=torch.Generator().manual_seed(6))
+    mask = torch.ones_like(ids)
+    mask[3, 9:] = 0
+    on_cpu = calibration.capture(model, ids, mask)
+    on_cuda = calibration.capture(model.to("cuda", torch.bfloat16), ids, mask)
+    for a, b in zip(on_cpu.layers, on_cuda.layers, strict=True):
+        assert b.sum_squares.device.type == "cuda" and b.sum_squares.dtype == torch.float32
+        torch.testing.assert_close(b.sum_squares.cpu(), a.sum_squares, rtol=0.05, atol=1e-3)
+        torch.testing.assert_close(b.sequence_mean_abs_squares.cpu(), a.sequence_mean_abs_squares, rtol=0.05,
+                                   atol=1e-3)
+
+
+@pytest.mark.cuda
+@cuda
+def test_on_cuda_the_batch_follows_free_memory():
+    model = tiny_model("llama").to("cuda", torch.bfloat16)
+    per_token = 2 * (4 * 96 + 8 * 32) + (4 * 2 * 4 * 64 if model.config._attn_implementation == "eager" else 0)
+    free = 1000 * 64 * per_token * 2  # half of it holds 1000 sequences of 64 tokens
+    assert calibration.batch_size_for(model, 64, free_bytes=free) == 1000
+    assert calibration.batch_size_for(model, 64, free_bytes=10**15) == calibration.MAX_TOKENS_PER_BATCH // 64
+    assert calibration.batch_size_for(model, 64, free_bytes=0) == 1

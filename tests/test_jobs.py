@@ -236,11 +236,12 @@ def test_a_model_that_cannot_fit_fails_its_job_before_loading_and_says_the_numbe
     tokenizer.save_pretrained(folder)
     (folder / "pytorch_model.bin").write_bytes(b"")  # weights that are never read: refused before loading
     store_dir = tmp_path / "s"
-    code = main(["--store", str(store_dir), "prune", str(folder), "--scorer", "ppm", "--percent", "10"])
+    code = main(["--store", str(store_dir), "prune", str(folder), "--scorer", "ppm", "--percent", "10", "--device",
+                 "cpu"])  # (on CUDA: tests/test_cuda.py)
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert re.fullmatch(r"workbench: error: job 1 failed: the model needs [\d.]+ GiB \(4\d\d,[\d,]+ parameters x "
-                        r"\d bytes\) but \S+ has [\d.]+ GiB free \(log: \S+job-1.log\)\n", err), err
+                        r"\d bytes\) but cpu has [\d.]+ GiB free \(log: \S+job-1.log\)\n", err), err
     with Store.open(store_dir) as store:
         job = jobs.get_job(store, 1)
         assert job.status == "failed" and job.result == {"error_type": "UserError"} and job.device is not None

@@ -50,7 +50,9 @@ def wide_model_dir(tmp_path_factory, tokenizer) -> Path:
 
 
 def prune_request(model: Path | str, samples: int, scorer: str = "wanda", percent: float = 25) -> dict:
-    return PruneSpec(model=str(model), scorer=scorer, percent=percent, samples=samples, seq_len=64).to_dict()
+    """On the CPU, where calibrating thousands of sequences takes long enough to act on mid-way."""
+    return PruneSpec(model=str(model), scorer=scorer, percent=percent, samples=samples, seq_len=64,
+                     device="cpu").to_dict()
 
 
 def cli(location: Path | str, *args: str, **popen) -> subprocess.Popen[str]:
@@ -204,7 +206,7 @@ def test_closing_the_terminal_of_a_foreground_prune_does_not_end_its_job(tmp_pat
     Store.open(location).close()
     terminal = _terminal(
         tmp_path, sys.executable, "-m", "workbench", "--store", str(location), "prune", str(wide_model_dir),
-        "--scorer", "wanda", "--percent", "25", "--samples", "1024", "--seq-len", "64",
+        "--scorer", "wanda", "--percent", "25", "--samples", "1024", "--seq-len", "64", "--device", "cpu",
     )
     job = wait_for(location, 1, calibrating, every_s=0.2)
     assert job.pid in [p.pid for p in psutil.Process(terminal.pid).children()]  # the CLI on the terminal runs it

@@ -24,7 +24,10 @@ IDS = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(5))
 
 
 def prune_json(store_dir: Path, model: str, *args: str, capsys) -> dict:
-    code = main(["--store", str(store_dir), "prune", model, *args, "--samples", "4", "--seq-len", "32", "--json"])
+    """A prune on the CPU: these tests compare with float32 computations on the CPU (tests/test_cuda.py
+    has those on CUDA)."""
+    code = main(["--store", str(store_dir), "prune", model, *args, "--samples", "4", "--seq-len", "32",
+                 "--device", "cpu", "--json"])
     out = capsys.readouterr().out
     assert code == 0, out
     return json.loads(out)

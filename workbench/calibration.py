@@ -9,6 +9,14 @@ Statistics are per neuron of each layer's down_proj input X = act(gate x) * up x
 in float32 over every real token (padding masked out), so they do not depend on batch size:
 - sum_squares: sum over tokens of X_i^2 (the square of act_l2);
 - sequence_mean_abs_squares: sum over sequences of (mean over its tokens of |X_i|)^2 (Minitron).
+
+Cost: the hooks must stay cheap next to the layers they watch (at most 1.15x a plain decoder
+forward is the target; bench/calibration_overhead.py). On a GPU each hook reads X twice, with
+reductions that accumulate in float32 straight from the model's dtype (no upcast copy of X; see
+`token_sums`); padding is masked only in a batch that has some, with a mask built once per batch
+and device. A batch holds TOKENS_PER_BATCH tokens on the CPU; on a GPU, as many
+sequences as half the free memory holds (`batch_size_for`). Every statistic lives on its own
+layer's device, so a model spread over several GPUs is calibrated where its layers are.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from workbench.architecture import glu_mlps
 from workbench.errors import UserError
 from workbench.progress import Progress
 
-TOKENS_PER_BATCH = 4096
+TOKENS_PER_BATCH = 4096  # per batch on the CPU (and MPS): larger batches gain nothing there
+GPU_MEMORY_SHARE = 0.5  # of the free memory that one batch's activations may take on a GPU
+MAX_TOKENS_PER_BATCH = 65536  # on a GPU: larger batches gain nothing and cancel later
 
 
 @dataclass
@@ -48,7 +58,8 @@ class ActivationStats:
             tensors[f"sum_squares.{i}"] = layer.sum_squares.cpu().contiguous()
             tensors[f"sequence_mean_abs_squares.{i}"] = layer.sequence_mean_abs_squares.cpu().contiguous()
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
+        # Jobs on other GPUs may save the same statistics at once: each writes a file of its own.
+        partial = path.with_suffix(f".{os.getpid()}.partial")
         save_file(tensors, partial, metadata={"tokens": str(self.tokens), "sequences": str(self.sequences)})
         os.replace(partial, path)  # a reader never sees half a file
 
@@ -98,6 +109,72 @@ def token_hash(sequences: torch.Tensor) -> str:
     return hashlib.sha256(sequences.to(torch.int64).numpy().tobytes()).hexdigest()
 
 
+def batch_size_for(model: nn.Module, seq_len: int, free_bytes: int | None = None) -> int:
+    """Sequences per calibration batch: TOKENS_PER_BATCH tokens on the CPU; on a GPU, as many as
+    GPU_MEMORY_SHARE of the free memory holds (`free_bytes`, else the least any of the model's
+    GPUs has free), up to MAX_TOKENS_PER_BATCH.
+
+    A token's activations inside one decoder layer (the only one alive at a time) are about
+    4 x intermediate + 8 x hidden values in the model's dtype, plus a row of attention scores
+    per head where the attention kernel materialises them (eager attention)."""
+    mlps = glu_mlps(model)
+    devices = {m.down_proj.weight.device for m in mlps}
+    if any(d.type != "cuda" for d in devices):
+        return max(1, TOKENS_PER_BATCH // seq_len)
+    if free_bytes is None:
+        free_bytes = min(torch.cuda.mem_get_info(d)[0] for d in devices)
+    config = model.config
+    widest = max(m.down_proj.in_features for m in mlps)
+    per_token = model.dtype.itemsize * (4 * widest + 8 * config.hidden_size)
+    if getattr(config, "_attn_implementation", "eager") == "eager":
+        per_token += 4 * 2 * config.num_attention_heads * seq_len  # float32 scores and their softmax
+    tokens = min(int(free_bytes * GPU_MEMORY_SHARE) // per_token, MAX_TOKENS_PER_BATCH)
+    return max(1, tokens // seq_len)
+
+
+def token_sums(x: torch.Tensor, fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """For x [batch, tokens, width]: the sum over all tokens of x^2 [width], and each sequence's
+    sum over its tokens of |x| [batch, width], both float32.
+
+    `fused` (the default on a GPU): reductions that read x in its own dtype and accumulate in
+    float32 in one kernel each, with no copy of x. Elsewhere plain elementwise ops and sums are
+    faster (the CPU's norm kernels reduce slowly over leading dimensions)."""
+    if fused is None:
+        fused = x.is_cuda
+    if fused:
+        squares = torch.linalg.vector_norm(x, 2, dim=(0, 1), dtype=torch.float32).square()
+        return squares, torch.linalg.vector_norm(x, 1, dim=1, dtype=torch.float32)
+    x = x.float()
+    return x.square().sum((0, 1)), x.abs().sum(1)
+
+
+class _Batch:
+    """The batch being run: its mask, and (when it has padding) that mask and the sequences'
+    lengths on each device that asks, built once per batch rather than once per layer."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self.padded = not bool(mask.all())
+        self.mask = mask
+        self._masks: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._lengths: dict[torch.device, torch.Tensor] = {}
+        self.lengths_cpu = mask.sum(1, keepdim=True).clamp_min(1).float()  # [batch, 1]
+
+    def masked(self, x: torch.Tensor) -> torch.Tensor:
+        """x [batch, tokens, width] with its padding tokens zeroed (x itself when there are none);
+        exact in any dtype, the mask being 0 or 1."""
+        if not self.padded:
+            return x
+        key = (x.device, x.dtype)
+        if key not in self._masks:
+            self._masks[key] = self.mask.to(device=x.device, dtype=x.dtype).unsqueeze(-1)
+        return x * self._masks[key]
+
+    def lengths(self, device: torch.device) -> torch.Tensor:
+        if device not in self._lengths:
+            self._lengths[device] = self.lengths_cpu.to(device)
+        return self._lengths[device]
+
+
 @torch.inference_mode()
 def capture(
     model: nn.Module,
@@ -114,40 +191,42 @@ def capture(
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     mlps = glu_mlps(model)
-    device = next(model.parameters()).device
     stats = [
         LayerStats(
-            torch.zeros(m.down_proj.in_features, dtype=torch.float32, device=device),
-            torch.zeros(m.down_proj.in_features, dtype=torch.float32, device=device),
+            torch.zeros(m.down_proj.in_features, dtype=torch.float32, device=m.down_proj.weight.device),
+            torch.zeros(m.down_proj.in_features, dtype=torch.float32, device=m.down_proj.weight.device),
         )
         for m in mlps
     ]
-    current_mask: list[torch.Tensor] = []
+    current: list[_Batch] = []
 
     def hook_for(layer: LayerStats):
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            x = inputs[0].float()
-            mask = current_mask[0].unsqueeze(-1).to(x.dtype)  # [batch, tokens, 1]
-            x = x * mask
-            layer.sum_squares += x.square().sum((0, 1))
-            lengths = mask.sum(1)  # [batch, 1]
-            means = x.abs().sum(1) / lengths.clamp_min(1)
-            layer.sequence_mean_abs_squares += (means.square() * (lengths > 0)).sum(0)
+            batch = current[0]
+            x = batch.masked(inputs[0])  # [batch, tokens, width], in the model's dtype
+            squares, abs_sums = token_sums(x)
+            means = abs_sums / batch.lengths(x.device)
+            # (`to` is free where x is on the layer's own device, as it is but under unusual device maps)
+            layer.sum_squares += squares.to(layer.sum_squares.device)
+            layer.sequence_mean_abs_squares += means.square().sum(0).to(layer.sum_squares.device)  # padding adds 0
+            if progress:
+                progress.check()  # a batch may be large: a cancel lands within a layer
 
         return hook
 
     handles = [m.down_proj.register_forward_pre_hook(hook_for(s)) for m, s in zip(mlps, stats, strict=True)]
-    batch_size = batch_size or max(1, TOKENS_PER_BATCH // input_ids.shape[1])
+    batch_size = batch_size or batch_size_for(model, input_ids.shape[1])
     batches = range(0, input_ids.shape[0], batch_size)
+    device = model.get_input_embeddings().weight.device
     if progress:
         progress.stage("calibrate", total=len(batches),
                        message=f"calibrating on {input_ids.shape[0]} sequences of {input_ids.shape[1]} tokens")
     try:
         for start in batches:
-            ids = input_ids[start : start + batch_size].to(device)
-            mask = attention_mask[start : start + batch_size].to(device)
-            current_mask[:] = [mask]
-            model.model(input_ids=ids, attention_mask=mask, use_cache=False)
+            mask = attention_mask[start : start + batch_size]
+            current[:] = [_Batch(mask)]
+            model.model(input_ids=input_ids[start : start + batch_size].to(device),
+                        attention_mask=mask.to(device) if current[0].padded else None, use_cache=False)
             if progress:
                 progress.advance(message=f"batch {start // batch_size + 1}/{len(batches)}")
     finally:

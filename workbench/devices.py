@@ -1,10 +1,19 @@
-"""Choosing the device and dtype, and measuring peak memory on it."""
+"""Choosing the device and dtype, placing a model's weights, and measuring peak memory.
+
+Placement: a model goes whole onto its device when that device's free memory holds its weights.
+On CUDA, one that no single GPU holds is spread layer by layer over every GPU this process sees
+(accelerate's device map, `device_map="auto"` with a memory budget per GPU that keeps
+SPREAD_RESERVE of each free for activations); a job process sees only the GPUs its worker gave it
+(CUDA_VISIBLE_DEVICES). A model that fits nowhere is refused with the numbers before any weight
+is read. `plan_placement` is the decision alone, on given numbers, so that it is tested anywhere.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import resource
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,14 +49,23 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 class MemoryMeter:
-    """Peak memory since `reset()`: allocated device memory on CUDA/MPS, resident set on the CPU."""
+    """Peak memory since `reset()`: allocated device memory on CUDA/MPS, resident set on the CPU.
+
+    On CUDA the figure is this process's: its allocations on the device named, or, for plain
+    `cuda`, on every GPU it sees, summed (a model spread over several GPUs uses them all)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
+    def _gpus(self) -> list[int]:
+        if self.device.index is not None:
+            return [self.device.index]
+        return list(range(torch.cuda.device_count()))
+
     def reset(self) -> None:
         if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+            for gpu in self._gpus():
+                torch.cuda.reset_peak_memory_stats(gpu)
         elif sys.platform == "linux":
             # Writing 5 to clear_refs resets the kernel's peak-RSS mark (VmHWM) for this process;
             # where that is not allowed, the peak covers the whole process.
@@ -56,14 +74,14 @@ class MemoryMeter:
 
     def current(self) -> int:
         if self.device.type == "cuda":
-            return torch.cuda.memory_allocated(self.device)
+            return sum(torch.cuda.memory_allocated(gpu) for gpu in self._gpus())
         if self.device.type == "mps":
             return torch.mps.current_allocated_memory()
         return _proc_status_kib("VmRSS") * 1024
 
     def peak(self) -> int:
         if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device)
+            return sum(torch.cuda.max_memory_allocated(gpu) for gpu in self._gpus())
         if self.device.type == "mps":
             return torch.mps.driver_allocated_memory()
         if sys.platform == "linux":
@@ -72,7 +90,7 @@ class MemoryMeter:
 
 
 def free_memory(device: torch.device) -> int | None:
-    """Free bytes on the device, where it can tell."""
+    """Free bytes on the device (plain `cuda`: on the current GPU), where it can tell."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     import psutil
@@ -80,15 +98,77 @@ def free_memory(device: torch.device) -> int | None:
     return psutil.virtual_memory().available
 
 
-def refuse_if_too_big(parameters: int, dtype: torch.dtype, device: torch.device) -> None:
-    """Refuse, before loading, a model whose weights alone exceed the device's free memory."""
+SPREAD_RESERVE = 0.1  # of each GPU's free memory, kept for activations when a model is spread
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model's weights go: all on `device`, or spread over GPUs within `max_memory`."""
+
+    device: torch.device  # where the weights go whole; spread: the GPU the inputs go to
+    max_memory: dict[int, int] | None = None  # spread: bytes each GPU (by index) may take
+
+    @property
+    def spread(self) -> bool:
+        return self.max_memory is not None
+
+    def load_arguments(self) -> dict:
+        """transformers' from_pretrained arguments that put the weights there, straight from the
+        file (nothing for the CPU, where they are read)."""
+        if self.max_memory is not None:
+            return {"device_map": "auto", "max_memory": dict(self.max_memory)}
+        return {} if self.device.type == "cpu" else {"device_map": {"": self.device}}
+
+    def __str__(self) -> str:
+        return "cuda:" + "+".join(map(str, self.max_memory)) if self.max_memory else str(self.device)
+
+
+def plan_placement(parameters: int, dtype: torch.dtype, device: torch.device, free: list[int]) -> Placement:
+    """Where weights of `parameters` x the dtype's size go, given the free bytes of `device` (or,
+    on CUDA, of each GPU the process sees, in index order: the first is the device's); a
+    UserError with the numbers when they fit nowhere."""
+    size = torch.finfo(dtype).bits // 8
+    needed = parameters * size
+    if needed <= free[0]:
+        return Placement(device)
+    gib = 2**30
+    what = f"the model needs {needed / gib:.1f} GiB ({parameters:,} parameters x {size} bytes)"
+    if device.type != "cuda" or len(free) == 1:
+        raise UserError(f"{what} but {device} has {free[0] / gib:.1f} GiB free")
+    budget = {gpu: int(f * (1 - SPREAD_RESERVE)) for gpu, f in enumerate(free)}
+    if needed <= sum(budget.values()):
+        return Placement(torch.device("cuda", 0), budget)
+    each = ", ".join(f"cuda:{gpu} {f / gib:.1f}" for gpu, f in enumerate(free))
+    raise UserError(
+        f"{what} but no GPU holds it and the {len(free)} GPUs together can take "
+        f"{sum(budget.values()) / gib:.1f} GiB ({1 - SPREAD_RESERVE:.0%} of their free GiB: {each})"
+    )
+
+
+def free_memories(device: torch.device, needed: int) -> list[int]:
+    """Free bytes of the device, followed, on CUDA when that is less than `needed`, by those of
+    this process's other GPUs (asked only then: asking opens a CUDA context on each)."""
+    first = free_memory(device)
+    assert first is not None
+    if device.type != "cuda" or needed <= first:
+        return [first]
+    return [first, *(torch.cuda.mem_get_info(gpu)[0] for gpu in range(1, torch.cuda.device_count()))]
+
+
+def place(parameters: int, dtype: torch.dtype, device: torch.device) -> Placement:
+    """`plan_placement` on this machine's free memory, before any weight is read."""
     needed = parameters * torch.finfo(dtype).bits // 8
-    free = free_memory(device)
-    if free is not None and needed > free:
-        raise UserError(
-            f"the model needs {needed / 2**30:.1f} GiB ({parameters:,} parameters x "
-            f"{torch.finfo(dtype).bits // 8} bytes) but {device} has {free / 2**30:.1f} GiB free"
-        )
+    return plan_placement(parameters, dtype, device, free_memories(device, needed))
+
+
+def model_devices(model: torch.nn.Module) -> list[torch.device]:
+    """The devices a model's weights are on (several when it is spread), in order of first use."""
+    return list(dict.fromkeys(p.device for p in model.parameters()))
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's input ids go: its token embeddings' device."""
+    return model.get_input_embeddings().weight.device
 
 
 def _proc_status_kib(field: str) -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from accelerate.hooks import remove_hook_from_module
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -37,7 +38,15 @@ from store.queries import ModelInfo
 from store.tables import HealRun, Model
 from workbench import calibration, model_io
 from workbench.architecture import glu_mlps
-from workbench.devices import MemoryMeter, dtype_name, free_memory, resolve_device, resolve_dtype
+from workbench.devices import (
+    MemoryMeter,
+    dtype_name,
+    free_memories,
+    model_devices,
+    place,
+    resolve_device,
+    resolve_dtype,
+)
 from workbench.errors import UserError
 from workbench.progress import Cancelled, Progress
 from workbench.pruning import versions
@@ -148,7 +157,7 @@ def _refuse_if_too_big(spec: HealSpec, student: ModelInfo, teacher: ModelInfo, d
         "activations": activations,
     }
     needed = sum(parts.values())
-    free = free_memory(device)
+    free = sum(free_memories(device, needed))  # on CUDA, the GPUs together when one is not enough
     if free is not None and needed > free:
         shown = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in parts.items())
         raise UserError(
@@ -264,9 +273,11 @@ def heal(
     started = time.perf_counter()
 
     progress.stage("load", message=f"loading {student_row.name} and its teacher {teacher_row.name}")
-    teacher = model_io.load_model(store.model_path(teacher_row), device, dtype)
+    # Each model on the device, or spread over this process's GPUs when it does not fit one.
+    teacher = model_io.load_model(store.model_path(teacher_row), place(teacher_row.parameters, dtype, device), dtype)
     teacher.requires_grad_(False)
-    student = model_io.load_model(store.model_path(student_row), device, torch.float32)
+    student = model_io.load_model(store.model_path(student_row), place(student_row.parameters, torch.float32, device),
+                                  torch.float32)
     tokenizer = model_io.load_tokenizer(store.model_path(student_row))
     _choose_trained(student, spec)
     if spec.lora_rank is not None:
@@ -310,7 +321,8 @@ def heal(
                          temperature=spec.temperature, callbacks=[callback])
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
-    teacher.to(args.device)
+    if len(model_devices(teacher)) == 1:  # (a spread teacher stays spread: its hooks move its inputs)
+        teacher.to(args.device)
     progress.stage("heal", total=steps, message=f"{steps} steps of {spec.batch_size} x {spec.seq_len} tokens")
     log.info("heal: %d steps, %d tokens, %.2f passes over %s (%d tokens)", steps, steps * spec.batch_size *
              spec.seq_len, steps * spec.batch_size * spec.seq_len / available, checked.source, available)
@@ -330,6 +342,7 @@ def heal(
     if spec.lora_rank is not None:
         model = model.merge_and_unload()
     del trainer, teacher
+    remove_hook_from_module(model, recurse=True)  # a spread student's device hooks: it is whole on the CPU now
     model = model.to(device="cpu", dtype=save_dtype).eval()
     model.requires_grad_(False)
 

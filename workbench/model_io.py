@@ -36,6 +36,7 @@ from store.queries import ModelInfo
 from store.tables import Model
 from workbench import per_layer_widths
 from workbench.architecture import count_parameters, facts, glu_mlps
+from workbench.devices import Placement
 from workbench.errors import UserError
 from workbench.names import name_problem
 from workbench.progress import Progress
@@ -122,18 +123,19 @@ class Target:
         return hidden, widths
 
     def load(
-        self, store: Store, device: torch.device, dtype: torch.dtype | None, *, finite: bool = False
+        self, store: Store, where: torch.device | Placement, dtype: torch.dtype | None, *, finite: bool = False
     ) -> tuple[ModelInfo, PreTrainedModel, PreTrainedTokenizerBase]:
-        """The stored row, the model on the device in the dtype (None: the dtype it is stored in),
-        and its tokenizer; a source is imported into the store first (and that loaded copy is the
-        one returned). `finite`: a model with a NaN or infinite weight is refused (UserError naming
-        it), a source before its import."""
+        """The stored row, the model on the device (or spread as placed) in the dtype (None: the
+        dtype it is stored in), and its tokenizer; a source is imported into the store first (and
+        that loaded copy is the one returned, unless it is to be spread: then it is read again).
+        `finite`: a model with a NaN or infinite weight is refused (UserError naming it), a source
+        before its import."""
         if self.row is not None:
             folder = store.model_path(self.row)
             if not folder.is_dir():
                 raise UserError(missing_folder(store, self.row))
             load_dtype = dtype or getattr(torch, self.row.dtype)
-            model = _guarded(self.row.name, lambda: load_model(folder, device, load_dtype))
+            model = _guarded(self.row.name, lambda: load_model(folder, where, load_dtype))
             if finite:
                 require_finite(model, self.row.name)
             return self.row, model, _guarded(self.row.name, lambda: load_tokenizer(folder))
@@ -145,7 +147,12 @@ class Target:
             source=self.source.kind, source_ref=self.source.ref,
         )
         self.row = row
-        return row, model.to(device=device, dtype=dtype or getattr(torch, row.dtype)), tokenizer
+        dtype = dtype or getattr(torch, row.dtype)
+        if isinstance(where, Placement) and where.spread:
+            del model
+            return row, load_model(store.model_path(row), where, dtype), tokenizer
+        device = where.device if isinstance(where, Placement) else where
+        return row, model.to(device=device, dtype=dtype), tokenizer
 
     def _skeleton(self) -> PreTrainedModel:
         """The model's modules on the meta device: its architecture with no weights read."""
@@ -357,18 +364,25 @@ def save_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fold
     per_layer_widths.write_width_config(folder, widths)
 
 
-def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
-    """Load a stored model's folder onto the device in the dtype, ready for inference."""
+def load_model(folder: Path, where: torch.device | Placement, dtype: torch.dtype) -> PreTrainedModel:
+    """Load a stored model's folder onto the device (or spread over GPUs as placed, see
+    devices.place) in the dtype, ready for inference."""
+    placement = where if isinstance(where, Placement) else Placement(where)
     # Weights read into the process's own memory, not mapped from the file: a layer cut by
     # surgery then frees its old weights at once, where a file mapping would hold them all.
-    kwargs = {"dtype": dtype, "disable_mmap": True}
-    if device.type != "cpu":
-        kwargs["device_map"] = {"": device}  # straight to the device, no copy on the host first
+    # On a GPU they go straight there, with no copy on the host first.
+    kwargs = {"dtype": dtype, "disable_mmap": True} | placement.load_arguments()
     with _quiet_transformers():
         if per_layer_widths.is_per_layer(folder):
             model = per_layer_widths.load(folder, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    if placement.spread:
+        elsewhere = sorted({str(d) for d in getattr(model, "hf_device_map", {}).values()} - {str(g) for g in
+                                                                                           placement.max_memory})
+        if elsewhere:  # accelerate put part of it on the CPU or disk: refuse rather than crawl
+            raise UserError(f"the model does not fit on {placement}: accelerate placed part of it on "
+                            f"{', '.join(elsewhere)}")
     return model.eval()
 
 

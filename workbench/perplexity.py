@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from workbench.calibration import token_stream
+from workbench.devices import input_device
 from workbench.errors import UserError
 from workbench.progress import Progress
 
@@ -47,7 +48,7 @@ def perplexity(
         raise UserError(f"the text has {len(stream)} tokens: not one window of {window_len}")
     windows = min(windows, available)
     ids = torch.tensor(stream[: windows * window_len]).view(windows, window_len)
-    device = next(model.parameters()).device
+    device = input_device(model)  # a model spread over GPUs returns its logits there too
     total_nll, scored = 0.0, 0
     if progress:
         progress.stage("perplexity", total=windows)

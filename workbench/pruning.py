@@ -36,7 +36,7 @@ from store.tables import LayerRetention, Model, PruningRun
 from workbench import calibration, model_io, repair
 from workbench.architecture import count_parameters, glu_mlps
 from workbench.calibration import ActivationStats
-from workbench.devices import MemoryMeter, dtype_name, refuse_if_too_big, resolve_device, resolve_dtype
+from workbench.devices import MemoryMeter, dtype_name, place, resolve_device, resolve_dtype
 from workbench.errors import UserError
 from workbench.plan import LayerPlan, plan_pruning
 from workbench.progress import Cancelled, Progress
@@ -88,12 +88,14 @@ def prune(
     save_dtype = stored if spec.save_dtype == "parent" else getattr(torch, spec.save_dtype)
     # Forward passes need the compute dtype; a static scorer alone reads the weights as saved.
     dtype = resolve_dtype(spec.dtype, device) if text is not None else save_dtype
-    refuse_if_too_big(target.parameters(), max(dtype, save_dtype, key=lambda d: d.itemsize), device)
+    parameters = target.parameters()
+    place(parameters, max(dtype, save_dtype, key=lambda d: d.itemsize), device)  # fits nowhere: refused here
 
     meter = MemoryMeter(device)
     meter.reset()
-    progress.stage("load", message=f"loading {spec.model}")
-    base, model, tokenizer = target.load(store, device, dtype, finite=True)
+    placement = place(parameters, dtype, device)
+    progress.stage("load", message=f"loading {spec.model}" + (f" over {placement}" if placement.spread else ""))
+    base, model, tokenizer = target.load(store, placement, dtype, finite=True)
     if spec.save_dtype == "parent":
         save_dtype = getattr(torch, base.dtype)  # a source's dtype is known for sure once imported
     run = PruningRun(
@@ -134,7 +136,7 @@ def prune(
             progress.stage("load", message=f"loading {base.name} in {dtype_name(save_dtype)}")
             del model
             _free(device)
-            model = model_io.load_model(store.model_path(base), device, save_dtype)
+            model = model_io.load_model(store.model_path(base), place(parameters, save_dtype, device), save_dtype)
             new_widths = apply_plan(model, plans, progress)
             for layer, weight in repaired.items():
                 down = glu_mlps(model)[layer].down_proj

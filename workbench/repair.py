@@ -36,6 +36,7 @@ from torch import nn
 
 from workbench.architecture import decoder_layers, glu_mlps
 from workbench.calibration import TOKENS_PER_BATCH
+from workbench.devices import input_device
 from workbench.plan import LayerPlan
 from workbench.progress import Progress
 from workbench.surgery import cut_layer, set_config_widths
@@ -101,7 +102,7 @@ def _layer_inputs(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor)
     """Each batch's input to the first decoder layer, and how every layer is called on it."""
     layers = decoder_layers(model)
     originals = list(layers)
-    device = next(model.parameters()).device
+    device = input_device(model)
     batch_size = max(1, TOKENS_PER_BATCH // input_ids.shape[1])
     batches = []
     calls: list = []
@@ -142,14 +143,13 @@ def repair(
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     mlps = glu_mlps(model)
     widths = [m.down_proj.in_features for m in mlps]
-    device = mlps[0].down_proj.weight.device
     repairs: list[LayerRepair] = []
     kept: dict[int, torch.Tensor] = {}
 
     def fix(index: int, gram: torch.Tensor) -> None:
         plan, mlp = plans[index], mlps[index]
         down = mlp.down_proj.weight.float()
-        keep = plan.keep.to(device)
+        keep = plan.keep.to(down.device)  # each layer on its own device (a model spread over GPUs)
         plain = down[:, keep]
         weight, lam = refit(down, gram, keep, damping)
         before, after = relative_error(down, plain, keep, gram), relative_error(down, weight, keep, gram)
@@ -168,7 +168,7 @@ def repair(
             progress.stage("repair", total=len(pruned), message="cached Gram matrices")
         with cached:
             for index in pruned:
-                fix(index, cached.get_tensor(f"gram.{index}").to(device))
+                fix(index, cached.get_tensor(f"gram.{index}").to(mlps[index].down_proj.weight.device))
                 if progress:
                     progress.advance(message=f"layer {index}")
     else:
@@ -184,14 +184,13 @@ def _pass(model, plans, input_ids, mask, mode, cache, widths, fix, progress) -> 
     if progress:
         progress.stage("repair", total=len(layers), message=f"{input_ids.shape[0]} sequences, layer by layer")
     batches = _layer_inputs(model, input_ids, mask)
-    device = mlps[0].down_proj.weight.device
     keep_all = mode == "oneshot" and cache is not None and sum(w * w * 4 for w in widths) <= GRAM_CACHE_BYTES
     saved: dict[str, torch.Tensor] = {}
     current: list[torch.Tensor] = []
 
     def accumulate_into(gram: torch.Tensor):
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            x = inputs[0].float()[current[0].bool()]  # [real tokens, width]
+            x = inputs[0].float()[current[0].to(inputs[0].device).bool()]  # [real tokens, width]
             gram.addmm_(x.T, x)
 
         return hook
@@ -211,7 +210,8 @@ def _pass(model, plans, input_ids, mask, mode, cache, widths, fix, progress) -> 
         pruned = plan.kept_width < plan.original_width
         gram = None
         if pruned or keep_all:
-            gram = torch.zeros(widths[index], widths[index], dtype=torch.float32, device=device)
+            gram = torch.zeros(widths[index], widths[index], dtype=torch.float32,
+                               device=mlps[index].down_proj.weight.device)
             handle = mlps[index].down_proj.register_forward_pre_hook(accumulate_into(gram))
         try:
             outputs = run_layer(index)

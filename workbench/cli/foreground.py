@@ -29,6 +29,7 @@ from store.jobs import JobInfo
 from workbench.cli.common import TerminalProgress
 from workbench.errors import UserError
 from workbench.jobs import ensure_worker, submit
+from workbench.jobs.gpus import HostGpus, visible_gpus
 
 log = logging.getLogger("workbench.jobs")
 
@@ -76,7 +77,9 @@ def run_as_job(
         return None
     try:
         with _terminate_interrupts(), TerminalProgress(enabled=bar) as progress:
-            job = jobs.claim(store, os.getpid(), job_id=job_id, max_running=1)
+            # Only on an idle host; then the job takes every GPU (it may spread a model over them).
+            gpus = HostGpus.whole(visible_gpus())
+            job = jobs.claim(store, os.getpid(), job_id=job_id, max_running=1, place=gpus.place if gpus.slots else None)
             if job is not None:
                 job = _run_here(store, job, progress)
             else:

@@ -63,8 +63,14 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--follow", action="store_true", help="stay and wait for new jobs")
     p.add_argument(
-        "--max-parallel", type=int, default=1, metavar="N",
-        help="at most N jobs at once on this host, other workers' included (default 1: one GPU, one job)",
+        "--gpus", default="all", metavar="LIST",
+        help="the GPUs to run jobs on, one job per GPU at once: all (default: every GPU of the host), none, "
+        "or numbers such as 0,2; join GPUs with + to give one job several (0+1,2+3) for a model larger than one",
+    )
+    p.add_argument(
+        "--max-parallel", type=int, metavar="N",
+        help="at most N jobs at once on this host, other workers' included (default: one per GPU, or 1 "
+        "without GPUs)",
     )
     p.set_defaults(func=work)
 
@@ -265,15 +271,21 @@ class _Watch:
 
 
 def work(args: argparse.Namespace) -> int:
-    if args.max_parallel < 1:
+    if args.max_parallel is not None and args.max_parallel < 1:
         raise UserError(f"--max-parallel must be at least 1, got {args.max_parallel}")
+    from workbench.jobs.gpus import HostGpus, parse_slots, visible_gpus
     from workbench.jobs.worker import work as run_worker
+
+    visible = visible_gpus()
+    gpus = HostGpus(visible, parse_slots(args.gpus, len(visible)))
 
     def say(line: str) -> None:
         print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M:%S} {line}", flush=True)
 
     store = open_store(args)
     store.require_writable()  # (a worker claims jobs: writes)
-    ran = run_worker(store, follow=args.follow, max_parallel=args.max_parallel, say=say)
+    if gpus.slots:
+        say(f"one job at a time on each of {', '.join(s.label for s in gpus.slots)}")
+    ran = run_worker(store, follow=args.follow, max_parallel=args.max_parallel, gpus=gpus, say=say)
     say(f"queue empty after {ran} job{'s' * (ran != 1)}: worker exits")
     return 0

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+from contextlib import suppress
 
 from workbench.errors import UserError
 
@@ -101,6 +102,22 @@ def run_tui(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command `argv` (None: this program's command line) and return its exit status.
+
+    As the program, once a command that loaded the engine has written its output, the process
+    ends at once (os._exit): the interpreter's teardown of torch and transformers takes seconds
+    (2-4 s on the development machine, more with a CUDA context to destroy), and everything the
+    command did is already recorded. Called with `argv` from Python code, it returns as usual."""
+    code = _run(argv)
+    if argv is None and "torch" in sys.modules:
+        with suppress(OSError):  # e.g. a reader gone from a pipe
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     args = tui_arguments(argv)
     if args is None:  # a command: the whole parser, every command module imported
         args = build_parser().parse_args(argv)

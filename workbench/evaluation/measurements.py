@@ -23,7 +23,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from workbench.architecture import count_parameters
-from workbench.devices import MemoryMeter
+from workbench.devices import MemoryMeter, input_device, model_devices
 from workbench.perplexity import perplexity
 from workbench.progress import Progress
 from workbench.texts import TextSource
@@ -81,8 +81,8 @@ def measure_speed(model: PreTrainedModel) -> list[Measurement]:
 
 
 def measure_memory(model: PreTrainedModel) -> list[Measurement]:
-    device = next(model.parameters()).device
-    meter = MemoryMeter(device)
+    device = input_device(model)
+    meter = MemoryMeter(torch.device(device.type))  # on CUDA: every GPU the model is spread over
     meter.reset()
     _generate(model, _prompt(model), NEW_TOKENS)
     measured = {
@@ -100,7 +100,7 @@ def _context(model: PreTrainedModel) -> int:
 def _prompt(model: PreTrainedModel) -> torch.Tensor:
     generator = torch.Generator().manual_seed(SEED)
     ids = torch.randint(0, model.config.vocab_size, (1, PROMPT_TOKENS), generator=generator)
-    return ids.to(next(model.parameters()).device)
+    return ids.to(input_device(model))
 
 
 @torch.inference_mode()
@@ -109,18 +109,20 @@ def _generate(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int) -> 
     config = GenerationConfig(
         max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0
     )
-    _sync(prompt.device)
+    _sync(model)
     start = time.perf_counter()
     model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=config)
-    _sync(prompt.device)
+    _sync(model)
     return time.perf_counter() - start
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+def _sync(model: PreTrainedModel) -> None:
+    """Wait for the work queued on every device the model is on."""
+    for device in model_devices(model):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type == "mps":
+            torch.mps.synchronize()
 
 
 class _Within(Progress):

@@ -33,7 +33,7 @@ from store import queries
 from store.db import Store
 from store.tables import Evaluation
 from workbench import model_io, sources
-from workbench.devices import dtype_name, resolve_device, resolve_dtype
+from workbench.devices import dtype_name, place, resolve_device, resolve_dtype
 from workbench.errors import UserError
 from workbench.evaluation import harness, measurements
 from workbench.evaluation.harness import Harness, PreparedTask
@@ -144,8 +144,10 @@ def _evaluate_model(
     plan: _Plan, store: Store, target: model_io.Target, label: str, chat: dict[str, bool], progress: Progress
 ) -> ModelResult:
     started = time.perf_counter()
-    progress.stage(f"{label}:load", message=f"loading {label}")  # the stage names are the job row's
-    row, model, tokenizer = target.load(store, plan.device, plan.dtype)
+    placement = place(target.parameters(), plan.dtype, plan.device)  # fits nowhere: refused before reading it
+    progress.stage(f"{label}:load", message=f"loading {label}" + (f" over {placement}" if placement.spread else ""))
+    # (the stage names are the job row's)
+    row, model, tokenizer = target.load(store, placement, plan.dtype)
     load_seconds = time.perf_counter() - started
     rows = [_workbench_row(plan, row.id, m, None) for m in measurements.model_facts(model, row.size_bytes)]
     check = model.register_forward_pre_hook(harness.CancelCheck(progress))  # a cancel lands within one forward

@@ -27,6 +27,7 @@ from store import jobs
 from store.db import Store
 from store.jobs import JobInfo
 from workbench.errors import UserError
+from workbench.jobs import gpus
 from workbench.jobs.kinds import KINDS, JobContext, kind_of
 from workbench.progress import Cancelled, Progress
 
@@ -156,9 +157,24 @@ def _run(
 
     try:
         # A request that names no device (an import) runs on the CPU: its memory is the process's.
-        device = resolve_device(job.request.get("device", "cpu"))
+        asked = job.request.get("device", "cpu")
+        given = gpus.gpus_of(job.device)  # the GPUs its claim gave it (see workbench.jobs.gpus)
+        pinned = os.environ.get(gpus.PINNED)  # a worker's job process, shown only the GPUs it was given
+        if pinned:
+            log.info("GPUs: %s of the host (CUDA_VISIBLE_DEVICES=%s)", pinned, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if pinned and asked in ("auto", "cuda"):  # never fall back to the CPU, nor to another GPU
+            import torch
+
+            if not torch.backends.cuda.is_built():
+                raise UserError(f"the job was given {pinned}, but this torch ({torch.__version__}) is built "
+                                "without CUDA: install a CUDA build, or run the job process with --gpus none")
+            problem = gpus.missing(pinned, torch.cuda.device_count())
+            if problem:
+                raise UserError(problem)
+        device = resolve_device(asked)
         meter = MemoryMeter(device)
-        jobs.update_running(store, job.id, device=str(device))
+        if given is None or device.type != "cuda":  # the row keeps naming the host's GPUs it runs on
+            jobs.update_running(store, job.id, device=str(device))
         log.info("device %s", device)
         progress = JobProgress(store, job.id, heartbeat, peak, echo)
         context = JobContext(

@@ -33,6 +33,7 @@ from pathlib import Path
 from store import jobs
 from store.db import Store, StoreError, host_name
 from store.jobs import JobInfo
+from workbench.jobs.gpus import HostGpus
 
 POLL_S = 0.5
 RECOVER_EVERY_S = 10.0  # jobs of processes that died elsewhere (e.g. a killed foreground CLI)
@@ -101,11 +102,20 @@ class _Child:
 
 
 def work(
-    store: Store, *, follow: bool = False, max_parallel: int = 1, say: Callable[[str], None] = print
+    store: Store,
+    *,
+    follow: bool = False,
+    max_parallel: int | None = None,
+    gpus: HostGpus | None = None,
+    say: Callable[[str], None] = print,
 ) -> int:
     """Claim and run queued jobs until the queue is empty (with `follow`, until interrupted).
-    At most `max_parallel` jobs run at once on this host, counting other workers' and
-    foreground CLIs' (one GPU: one at a time). Returns how many jobs it ran."""
+    With GPUs, each job runs on a slot of `gpus` that no other job on this host uses (see
+    workbench.jobs.gpus), at most one per slot; without, at most `max_parallel` (default 1) at
+    once on this host, counting other workers' and foreground CLIs'. Returns how many jobs it ran."""
+    slots = gpus.slots if gpus is not None else []
+    max_parallel = max_parallel or len(slots) or 1
+    place = gpus.place if gpus is not None and slots else None
     lock = lock_path(store).open("a")
     fcntl.flock(lock, fcntl.LOCK_SH)
     children: dict[int, _Child] = {}
@@ -119,16 +129,17 @@ def work(
                 jobs.recover(store)
                 recovered_at = time.monotonic()
             while len(children) < max_parallel:
-                job = jobs.claim(store, os.getpid(), max_running=max_parallel)
+                job = jobs.claim(store, os.getpid(), max_running=max_parallel, place=place)
                 if job is None:
                     break
                 ran += 1
-                child = _spawn(store, job)
+                child = _spawn(store, job, gpus.environment(job.device) if gpus is not None else {})
                 if child is None:
                     say(f"job {job.id} failed: its process could not start")
                     continue
                 children[job.id] = child
-                say(f"job {job.id} ({job.kind}) started: pid {child.process.pid}")
+                where = f" on {job.device}" if place else ""
+                say(f"job {job.id} ({job.kind}) started: pid {child.process.pid}{where}")
             if not children and not follow and not jobs.count_jobs(store, "queued"):
                 fcntl.flock(lock, fcntl.LOCK_UN)
                 if not jobs.count_jobs(store, "queued"):
@@ -154,7 +165,8 @@ def work(
         lock.close()
 
 
-def _spawn(store: Store, job: JobInfo) -> _Child | None:
+def _spawn(store: Store, job: JobInfo, gpus: dict[str, str]) -> _Child | None:
+    """Start the job's process; `gpus`: its environment's share of them (gpus.child_environment)."""
     assert job.log_path is not None
     log = store.root / job.log_path
     cwd = Path(job.spec.get("cwd") or store.root)
@@ -164,7 +176,7 @@ def _spawn(store: Store, job: JobInfo) -> _Child | None:
     env = os.environ | store.environment() | {
         "TQDM_DISABLE": "1",  # progress goes to the job row; bars would only fill the log
         "PYTHONUNBUFFERED": "1",  # the log shows what happened up to a crash
-    }
+    } | gpus
     with log.open("ab") as output:
         try:
             # -P: the job's folder must not shadow the workbench's own modules.

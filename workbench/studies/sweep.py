@@ -293,8 +293,10 @@ def _matching(store: Store, base_id: int, c: Configuration, settings: EvalSettin
         store, base_id, scorer=config["scorer"], target_kind=config["target_kind"],
         target_value=config["target_value"], divisor=config["divisor"], allocation=config["allocation"],
         layers=config["layers"], calibration_source=config["calibration"], calibration_samples=config["samples"],
-        calibration_seq_len=config["seq_len"], calibration_hash=c.calibration_hash, dtypes=settings.dtypes,
-        repair=config.get("repair"),
+        calibration_seq_len=config["seq_len"], calibration_hash=c.calibration_hash, repair=config.get("repair"),
+        # A static cut without repair runs no forward pass: its run records the dtype of the weights it
+        # read (the parent's), and any asked dtype gives the same cut.
+        dtypes=settings.dtypes if config["calibration"] is not None or config.get("repair") else None,
     )  # fmt: skip
 
 
