@@ -83,6 +83,20 @@ def tokenizer(tokenizer_dir):
 
 
 @pytest.fixture(scope="session")
+def parents(tmp_path_factory, tokenizer) -> dict[str, Path]:
+    """A tiny Llama saved in float32 and the same weights saved in bfloat16, each with the tokenizer."""
+    import torch
+
+    folders = {}
+    for dtype in ("float32", "bfloat16"):
+        folder = tmp_path_factory.mktemp(f"parent-{dtype}")
+        tiny_model("llama", vocab_size=len(tokenizer)).to(getattr(torch, dtype)).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[dtype] = folder
+    return folders
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory, tokenizer) -> dict[str, Path]:
     """A saved Hugging Face folder (weights and tokenizer) for each family."""
     folders = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA, tiny_model
+from conftest import DATA
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -33,16 +33,6 @@ from workbench.texts import load_source
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 two_gpus = pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 
-
-@pytest.fixture(scope="module")
-def parents(tmp_path_factory, tokenizer) -> dict[str, Path]:
-    folders = {}
-    for dtype in ("float32", "bfloat16"):
-        folder = tmp_path_factory.mktemp(f"parent-{dtype}")
-        tiny_model("llama", vocab_size=len(tokenizer)).to(getattr(torch, dtype)).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        folders[dtype] = folder
-    return folders
 
 
 def prune(store_dir: Path, model: str, *args: str, capsys) -> dict:

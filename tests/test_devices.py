@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -97,16 +96,6 @@ def test_calibration_repair_and_surgery_work_on_a_dispatched_model():
     with torch.no_grad():
         assert torch.equal(cut(ids).logits, hooked_cut(ids).logits)
 
-
-@pytest.fixture(scope="module")
-def parents(tmp_path_factory, tokenizer) -> dict[str, Path]:
-    folders = {}
-    for dtype in ("float32", "bfloat16"):
-        folder = tmp_path_factory.mktemp(f"parent-{dtype}")
-        tiny_model("llama", vocab_size=len(tokenizer)).to(getattr(torch, dtype)).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        folders[dtype] = folder
-    return folders
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,11 @@ def checkpoints(location: Path, job_id: int) -> list[Path]:
     return sorted(p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
 
 
+def last_checkpoint_step(location: Path, job_id: int) -> int:
+    kept = checkpoints(location, job_id)
+    return max((int(p.name.split("-")[1]) for p in kept), default=0)
+
+
 def test_cancel_mid_heal_stops_at_a_step_and_records_nothing(wide_store):
     with Store.open(wide_store) as store:
         job_id = submit(store, "heal", heal_request(), data_dir=DATA)
@@ -150,7 +155,8 @@ def test_a_heal_killed_with_sigkill_is_interrupted_and_its_retry_resumes_from_it
     with Store.open(wide_store) as store:
         job_id = submit(store, "heal", heal_request(), data_dir=DATA)
     worker = cli(wide_store, "jobs", "work")
-    job = wait_for(wide_store, job_id, lambda j: j.finished or len(checkpoints(wide_store, job_id)) >= 2)
+    # Trainer keeps one checkpoint (save_total_limit=1), so wait for one past the first step
+    job = wait_for(wide_store, job_id, lambda j: j.finished or last_checkpoint_step(wide_store, job_id) >= 2)
     assert job.status == "running", job
     os.kill(job.pid, signal.SIGKILL)
     job = wait_for(wide_store, job_id, lambda j: j.finished)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -39,17 +38,6 @@ def weights(store_dir: Path, model_id: int) -> dict[str, torch.Tensor]:
 def kept(store_dir: Path, run_id: int) -> list[torch.Tensor]:
     return [torch.tensor(r.kept()) for r in queries.retention(Store.open(store_dir), run_id)]
 
-
-@pytest.fixture(scope="module")
-def parents(tmp_path_factory, tokenizer) -> dict[str, Path]:
-    """A tiny Llama saved in float32 and the same saved in bfloat16."""
-    folders = {}
-    for dtype in ("float32", "bfloat16"):
-        folder = tmp_path_factory.mktemp(f"parent-{dtype}")
-        tiny_model("llama", vocab_size=len(tokenizer)).to(getattr(torch, dtype)).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        folders[dtype] = folder
-    return folders
 
 
 def assert_cut_of(parent: dict[str, torch.Tensor], child: dict[str, torch.Tensor], keeps, repaired: bool) -> None:

@@ -147,7 +147,7 @@ def test_a_sweep_runs_end_to_end_then_reuses_what_is_done(store, tiny_model_dirs
 def test_a_sweep_with_repair_and_heal_shows_cut_repaired_and_healed_side_by_side(store, tiny_model_dirs, tmp_path,
                                                                                  capsys):
     model_io.import_model(store, str(tiny_model_dirs["llama"]), name="tiny")
-    args = ["--store", str(store.root), "sweep", "tiny", "--scorers", "wanda", "--percent", "40", "--repair",
+    args = ["--store", store.location, "sweep", "tiny", "--scorers", "wanda", "--percent", "40", "--repair",
             "oneshot", "--heal-tokens", "1024", "--heal-data", "sms", "--tasks", "ppl:wikitext2,ppl:sms",
             "--name", "recovery", *SMALL]  # fmt: skip
     code = main(args)
@@ -172,7 +172,7 @@ def test_a_sweep_with_repair_and_heal_shows_cut_repaired_and_healed_side_by_side
     assert main([*args, "--detach", "--json"]) == 0  # again: the heals are reused too
     captured = capsys.readouterr()
     assert json.loads(captured.out)["new_jobs"] == [] and "2 heals reused" in captured.err
-    assert main(["--store", str(store.root), "study", "report", "recovery", "--out", str(tmp_path / "r.md")]) == 0
+    assert main(["--store", store.location, "study", "report", "recovery", "--out", str(tmp_path / "r.md")]) == 0
     report = (tmp_path / "r.md").read_text()
     assert "## Findings" in report and "Recovery: what repair and healing bought and cost" in report
 
