@@ -1,6 +1,9 @@
-"""Activation statistics: masked padding, batch-size independence, and how text becomes tokens."""
+"""Activation statistics: masked padding, batch-size independence, the Gram matrices a one-shot repair
+solves with, cache files, and how text becomes tokens."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -54,6 +57,42 @@ def test_statistics_round_trip_through_a_file(tmp_path):
     stats = calibration.capture(tiny_model("llama"), torch.randint(0, 320, (2, 8)))
     stats.save(tmp_path / "stats.safetensors")
     assert_same_stats(calibration.ActivationStats.load(tmp_path / "stats.safetensors"), stats)
+
+
+def test_gram_matrices_sum_the_outer_products_of_real_tokens_down_proj_inputs():
+    model = tiny_model("llama")
+    lengths = [12, 5]
+    seqs = [torch.randint(0, 320, (n,), generator=torch.Generator().manual_seed(n)) for n in lengths]
+    padded, mask = torch.full((2, 12), 7), torch.zeros(2, 12, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        padded[row, : len(s)], mask[row, : len(s)] = s, 1
+    inputs: list[list[torch.Tensor]] = [[] for _ in model.model.layers]
+    handles = [layer.mlp.down_proj.register_forward_pre_hook(lambda _m, args, i=i: inputs[i].append(args[0][0]))
+               for i, layer in enumerate(model.model.layers)]
+    with torch.no_grad():
+        for s in seqs:
+            model(s[None])
+    for h in handles:
+        h.remove()
+    stats = calibration.capture(model, padded, mask, grams=True)
+    assert calibration.capture(model, padded, mask).grams is None
+    for gram, xs in zip(stats.grams, inputs, strict=True):
+        x = torch.cat(xs).double()
+        torch.testing.assert_close(gram.double(), x.T @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_a_cache_goes_through_a_file_of_its_own_and_never_into_a_removed_models_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    path = folder / "calibration" / "key.safetensors"
+    assert not calibration.save_cache({"x": torch.ones(3)}, path)  # the model's folder is gone
+    assert not folder.exists()
+    written = []
+    save_file = calibration.save_file
+    monkeypatch.setattr(calibration, "save_file", lambda t, p, **k: (written.append(p), save_file(t, p, **k)))
+    folder.mkdir()
+    assert calibration.save_cache({"x": torch.ones(3)}, path)
+    assert written == [path.with_suffix(f".{os.getpid()}.partial")]  # two jobs saving at once never share one
+    assert [p.name for p in path.parent.iterdir()] == ["key.safetensors"]
 
 
 def test_sequences_are_evenly_spaced_windows_of_the_stream(tokenizer):

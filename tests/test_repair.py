@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from store import queries
 from store.db import Store
-from workbench import calibration
+from workbench import calibration, repair
 from workbench.cli.main import main
 from workbench.texts import load_source
 
@@ -156,6 +156,26 @@ def test_oneshot_gram_matrices_are_cached_and_give_the_same_repair(parents, tmp_
     second = prune(store_dir, base.name, *args, capsys=capsys)
     a, b = weights(store_dir, first["model_id"]), weights(store_dir, second["model_id"])
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_data_driven_oneshot_repair_takes_its_gram_matrices_from_the_calibration_pass(parents, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """No second pass over the decoder, and the same repair as the layer-by-layer pass gives."""
+    store_dir = tmp_path / "s"
+    args = ["--scorer", "hybrid", "--percent", "40", "--device", "cpu", "--repair"]
+    passes = []
+    layer_by_layer = repair._pass
+    monkeypatch.setattr(repair, "_pass", lambda *a: (passes.append(a[4]), layer_by_layer(*a)))
+    folded = prune(store_dir, str(parents["float32"]), *args, capsys=capsys)
+    assert passes == []
+    store = Store.open(store_dir)
+    base = queries.find_model(store, parents["float32"].name)
+    next((store.model_path(base) / "calibration").glob("*-gram.safetensors")).unlink()  # statistics stay cached
+    again = prune(store_dir, base.name, *args, capsys=capsys)
+    assert passes == ["oneshot"]
+    a, b = weights(store_dir, folded["model_id"]), weights(store_dir, again["model_id"])
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
 
 
 def test_a_repaired_model_reloads_with_plain_transformers(parents, tmp_path, capsys):

@@ -8,7 +8,9 @@ spaced across it (deterministic: the same source, tokenizer and sizes give the s
 Statistics are per neuron of each layer's down_proj input X = act(gate x) * up x, accumulated
 in float32 over every real token (padding masked out), so they do not depend on batch size:
 - sum_squares: sum over tokens of X_i^2 (the square of act_l2);
-- sequence_mean_abs_squares: sum over sequences of (mean over its tokens of |X_i|)^2 (Minitron).
+- sequence_mean_abs_squares: sum over sequences of (mean over its tokens of |X_i|)^2 (Minitron);
+- on request, the Gram matrix sum over tokens of X X^T (width x width), which a one-shot repair
+  (workbench/repair.py) solves with: gathered here, it costs no second pass over the decoder.
 
 Cost: the hooks must stay cheap next to the layers they watch (at most 1.15x a plain decoder
 forward is the target; bench/calibration_overhead.py). On a GPU each hook reads X twice, with
@@ -51,17 +53,14 @@ class ActivationStats:
     layers: list[LayerStats]
     tokens: int
     sequences: int
+    grams: list[torch.Tensor] | None = None  # float32 [width, width] per layer, when asked (not saved here)
 
     def save(self, path: Path) -> None:
         tensors = {}
         for i, layer in enumerate(self.layers):
             tensors[f"sum_squares.{i}"] = layer.sum_squares.cpu().contiguous()
             tensors[f"sequence_mean_abs_squares.{i}"] = layer.sequence_mean_abs_squares.cpu().contiguous()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Jobs on other GPUs may save the same statistics at once: each writes a file of its own.
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        save_file(tensors, partial, metadata={"tokens": str(self.tokens), "sequences": str(self.sequences)})
-        os.replace(partial, path)  # a reader never sees half a file
+        save_cache(tensors, path, {"tokens": str(self.tokens), "sequences": str(self.sequences)})
 
     @classmethod
     def load(cls, path: Path) -> ActivationStats:
@@ -75,6 +74,30 @@ class ActivationStats:
             LayerStats(tensors[f"sum_squares.{i}"], tensors[f"sequence_mean_abs_squares.{i}"]) for i in range(count)
         ]
         return cls(layers, int(meta["tokens"]), int(meta["sequences"]))
+
+
+def save_cache(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> bool:
+    """Write a statistics cache kept in a model's folder (`<model folder>/calibration/<file>`); False,
+    writing nothing, when that model's folder is gone (removed meanwhile: never make it again).
+    Jobs on other GPUs may save the same cache at once: each writes a file of its own, renamed into
+    place, so a reader never sees half a file."""
+    if not path.parent.parent.is_dir():
+        return False
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    try:
+        path.parent.mkdir(exist_ok=True)  # (not parents: the model's folder must be there)
+        save_file(tensors, partial, metadata=metadata)
+        os.replace(partial, path)
+    except FileNotFoundError:  # the model's folder went while this was written
+        partial.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def add_gram(gram: torch.Tensor, x: torch.Tensor) -> None:
+    """gram += X^T X over the rows of x [..., width] (float32; rows of padding are zero or left out)."""
+    x = x.reshape(-1, x.shape[-1]).float()
+    gram.addmm_(x.T, x)
 
 
 def token_stream(tokenizer: PreTrainedTokenizerBase, documents: list[str]) -> list[int]:
@@ -182,8 +205,10 @@ def capture(
     attention_mask: torch.Tensor | None = None,
     progress: Progress | None = None,
     batch_size: int | None = None,
+    grams: bool = False,
 ) -> ActivationStats:
-    """Run the decoder over the sequences and accumulate every layer's down_proj input statistics.
+    """Run the decoder over the sequences and accumulate every layer's down_proj input statistics
+    (with `grams`, every layer's Gram matrix too: the caller makes sure they fit).
 
     Only the decoder runs (no language-model head): the statistics need nothing after the last
     layer. `attention_mask` marks real tokens (1) and right padding (0).
@@ -198,9 +223,13 @@ def capture(
         )
         for m in mlps
     ]
+    gram_list = [torch.zeros(m.down_proj.in_features, m.down_proj.in_features, dtype=torch.float32,
+                             device=m.down_proj.weight.device) for m in mlps] if grams else None  # fmt: skip
     current: list[_Batch] = []
 
-    def hook_for(layer: LayerStats):
+    def hook_for(index: int):
+        layer = stats[index]
+
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             batch = current[0]
             x = batch.masked(inputs[0])  # [batch, tokens, width], in the model's dtype
@@ -209,12 +238,14 @@ def capture(
             # (`to` is free where x is on the layer's own device, as it is but under unusual device maps)
             layer.sum_squares += squares.to(layer.sum_squares.device)
             layer.sequence_mean_abs_squares += means.square().sum(0).to(layer.sum_squares.device)  # padding adds 0
+            if gram_list is not None:
+                add_gram(gram_list[index], x.to(gram_list[index].device))
             if progress:
                 progress.check()  # a batch may be large: a cancel lands within a layer
 
         return hook
 
-    handles = [m.down_proj.register_forward_pre_hook(hook_for(s)) for m, s in zip(mlps, stats, strict=True)]
+    handles = [m.down_proj.register_forward_pre_hook(hook_for(i)) for i, m in enumerate(mlps)]
     batch_size = batch_size or batch_size_for(model, input_ids.shape[1])
     batches = range(0, input_ids.shape[0], batch_size)
     device = model.get_input_embeddings().weight.device
@@ -233,4 +264,4 @@ def capture(
         for h in handles:
             h.remove()
     real = attention_mask.sum(1)
-    return ActivationStats(stats, tokens=int(real.sum()), sequences=int((real > 0).sum()))
+    return ActivationStats(stats, tokens=int(real.sum()), sequences=int((real > 0).sum()), grams=gram_list)

@@ -121,7 +121,10 @@ def prune(
     repairs: list[LayerRepair] = []
     try:
         cache = _statistics_cache(store, base, sequences, dtype) if text else None
-        stats = _calibration_stats(cache, model, sequences, progress) if spec.data_driven else None
+        gram_cache = repair.gram_cache_path(cache) if spec.repair == "oneshot" else None
+        # A one-shot repair's Gram matrices come with the calibration pass when they fit and are not cached.
+        grams = gram_cache is not None and repair.grams_fit(widths) and not gram_cache.is_file()
+        stats = _calibration_stats(cache, model, sequences, progress, grams) if spec.data_driven else None
         progress.stage("score", message=f"scoring neurons ({spec.scorer}) and planning the cut")
         plans = plan_pruning(model, spec, stats)
         repaired: dict[int, torch.Tensor] = {}
@@ -129,8 +132,7 @@ def prune(
             other_dtype = save_dtype if save_dtype != dtype else None
             repairs, repaired = repair.repair(
                 model, plans, sequences, spec.repair, spec.repair_damping,
-                cache=repair.gram_cache_path(cache) if spec.repair == "oneshot" else None,
-                progress=progress, keep_weights_as=other_dtype,
+                cache=gram_cache, progress=progress, keep_weights_as=other_dtype, grams=stats and stats.grams,
             )  # fmt: skip
         if save_dtype != dtype:  # the plan was made on a copy in the compute dtype: cut the parent's own weights
             progress.stage("load", message=f"loading {base.name} in {dtype_name(save_dtype)}")
@@ -303,8 +305,11 @@ def _statistics_cache(store: Store, base: ModelInfo, sequences: torch.Tensor, dt
     return store.model_path(base) / "calibration" / f"{key}.safetensors"
 
 
-def _calibration_stats(cache: Path, model: nn.Module, sequences: torch.Tensor, progress: Progress) -> ActivationStats:
-    """Statistics for these exact tokens, from the model's cache or from forward passes."""
+def _calibration_stats(
+    cache: Path, model: nn.Module, sequences: torch.Tensor, progress: Progress, grams: bool = False
+) -> ActivationStats:
+    """Statistics for these exact tokens, from the model's cache or from forward passes (which gather
+    the Gram matrices too with `grams`; cached statistics come without them)."""
     if cache.is_file():
         progress.stage("calibrate", message="calibration statistics from the cache")
         try:
@@ -314,9 +319,8 @@ def _calibration_stats(cache: Path, model: nn.Module, sequences: torch.Tensor, p
         widths = [m.down_proj.in_features for m in glu_mlps(model)]
         if stats is not None and [len(layer.sum_squares) for layer in stats.layers] == widths:
             return stats
-    stats = calibration.capture(model, sequences, progress=progress)
-    if cache.parent.parent.is_dir():  # never make again the folder of a model removed meanwhile
-        stats.save(cache)
+    stats = calibration.capture(model, sequences, progress=progress, grams=grams)
+    stats.save(cache)  # (not when the model was removed meanwhile: see calibration.save_cache)
     return stats
 
 

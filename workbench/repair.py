@@ -12,12 +12,15 @@ relative reconstruction error on the same tokens, sum |D x - W x_K|^2 / sum |D x
 for the plain cut (W = D[:, K]) and for the refit; a refit that would not lower it is dropped, so a
 repair never makes a layer worse on its calibration data.
 
-G is gathered layer by layer: the calibration sequences' hidden states are held between decoder
-layers (tokens x hidden, small next to the model) and each layer runs over all of them, so only one
-G is in memory at a time, whatever the model's width and depth.
+Where all layers' G cannot be held at once (or for sequential repair), G is gathered layer by layer:
+the calibration sequences' hidden states are held between decoder layers (tokens x hidden, small next
+to the model) and each layer runs over all of them, so only one G is in memory at a time, whatever
+the model's width and depth.
 - oneshot: layer i's G comes from the parent's own activations. These do not depend on the plan, so
-  they are cached beside the activation statistics (calibration/<token hash>-<dtype>-gram) when all
-  layers' G together fit GRAM_CACHE_BYTES: pruning again at another ratio repairs with no forward pass.
+  when all layers' G together fit GRAM_CACHE_BYTES, a data-driven scorer's calibration pass gathers
+  them too (no second pass over the decoder: SmolLM2-135M's one-shot repair then costs about a third
+  of a calibration more instead of a whole pass), and they are cached beside the activation statistics
+  (calibration/<token hash>-<dtype>-gram): pruning again at another ratio repairs with no forward pass.
 - sequential: layer i's G comes from the model whose layers below i are already cut and repaired, so
   each refit also absorbs the drift of the layers before it. Each layer runs twice (before its cut,
   for G; after, for the next layer's input), and nothing is cached.
@@ -25,17 +28,16 @@ G is in memory at a time, whatever the model's width and depth.
 
 from __future__ import annotations
 
-import os
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from workbench.architecture import decoder_layers, glu_mlps
-from workbench.calibration import TOKENS_PER_BATCH
+from workbench.calibration import TOKENS_PER_BATCH, add_gram, save_cache
 from workbench.devices import input_device
 from workbench.plan import LayerPlan
 from workbench.progress import Progress
@@ -120,6 +122,11 @@ def _layer_inputs(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor)
     return batches
 
 
+def grams_fit(widths: list[int]) -> bool:
+    """Whether every layer's G may be held at once (gathered in the calibration pass, and cached)."""
+    return sum(w * w * 4 for w in widths) <= GRAM_CACHE_BYTES
+
+
 def gram_cache_path(statistics_cache: Path) -> Path:
     """Where a oneshot repair's Gram matrices are cached, beside the activation statistics."""
     return statistics_cache.with_name(statistics_cache.stem + "-gram.safetensors")
@@ -136,10 +143,12 @@ def repair(
     progress: Progress | None = None,
     keep_weights_as: torch.dtype | None = None,
     attention_mask: torch.Tensor | None = None,
+    grams: list[torch.Tensor] | None = None,
 ) -> tuple[list[LayerRepair], dict[int, torch.Tensor]]:
     """Cut the model in place by the plans, refitting each pruned layer's down_proj (see the
     module docstring); the per-layer repairs, and (with `keep_weights_as`) every pruned layer's
-    final down_proj weight in that dtype on the CPU, for a copy of the model in another dtype."""
+    final down_proj weight in that dtype on the CPU, for a copy of the model in another dtype.
+    `grams`: for oneshot, every layer's G as the calibration pass gathered them on these tokens."""
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     mlps = glu_mlps(model)
     widths = [m.down_proj.in_features for m in mlps]
@@ -162,13 +171,19 @@ def repair(
             kept[index] = final.to(keep_weights_as).cpu()
 
     pruned = [p.layer for p in plans if p.kept_width < p.original_width]
-    cached = _read_cache(cache, widths) if mode == "oneshot" and cache is not None else None
-    if cached is not None:
+    if mode != "oneshot":
+        grams = None
+    elif grams is not None and cache is not None:
+        save_cache({f"gram.{i}": g.cpu().contiguous() for i, g in enumerate(grams)}, cache)
+    cached = _read_cache(cache, widths) if mode == "oneshot" and grams is None and cache is not None else None
+    if grams is not None or cached is not None:
         if progress:
-            progress.stage("repair", total=len(pruned), message="cached Gram matrices")
-        with cached:
+            where = "calibration" if grams is not None else "the cache"
+            progress.stage("repair", total=len(pruned), message=f"Gram matrices from {where}")
+        with cached or contextlib.nullcontext():
             for index in pruned:
-                fix(index, cached.get_tensor(f"gram.{index}").to(mlps[index].down_proj.weight.device))
+                device = mlps[index].down_proj.weight.device
+                fix(index, grams[index] if grams is not None else cached.get_tensor(f"gram.{index}").to(device))
                 if progress:
                     progress.advance(message=f"layer {index}")
     else:
@@ -184,14 +199,13 @@ def _pass(model, plans, input_ids, mask, mode, cache, widths, fix, progress) -> 
     if progress:
         progress.stage("repair", total=len(layers), message=f"{input_ids.shape[0]} sequences, layer by layer")
     batches = _layer_inputs(model, input_ids, mask)
-    keep_all = mode == "oneshot" and cache is not None and sum(w * w * 4 for w in widths) <= GRAM_CACHE_BYTES
+    keep_all = mode == "oneshot" and cache is not None and grams_fit(widths)
     saved: dict[str, torch.Tensor] = {}
     current: list[torch.Tensor] = []
 
     def accumulate_into(gram: torch.Tensor):
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            x = inputs[0].float()[current[0].to(inputs[0].device).bool()]  # [real tokens, width]
-            gram.addmm_(x.T, x)
+            add_gram(gram, inputs[0][current[0].to(inputs[0].device).bool()])  # real tokens only
 
         return hook
 
@@ -230,10 +244,7 @@ def _pass(model, plans, input_ids, mask, mode, cache, widths, fix, progress) -> 
         if progress:
             progress.advance(message=f"layer {index + 1}/{len(plans)}")
     if keep_all:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(".partial")
-        save_file(saved, partial)
-        os.replace(partial, cache)  # a reader never sees half a file
+        save_cache(saved, cache)
 
 
 def _read_cache(path: Path, widths: list[int]):
