@@ -71,8 +71,18 @@ def print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
+def clock(seconds: float | None) -> str:
+    """A duration as a clock reads: 1:15, 2:03:04."""
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
 class TerminalProgress(Progress):
-    """A progress bar on stderr while work runs in this process (none when not a terminal)."""
+    """A progress bar on stderr while work runs in this process (none when not a terminal): the
+    stage, the share done, the time so far, the job's one estimate of the time left, its message."""
 
     def __init__(self, enabled: bool = True) -> None:
         super().__init__()
@@ -84,11 +94,12 @@ class TerminalProgress(Progress):
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[left]}"),
             TextColumn("{task.fields[message]}"),
             console=Console(stderr=True),
             disable=not (enabled and sys.stderr.isatty()),
         )
-        self._task = self._bar.add_task("", total=1.0, stage="", message="")
+        self._task = self._bar.add_task("", total=1.0, stage="", left="", message="")
 
     def __enter__(self) -> TerminalProgress:
         self._bar.start()
@@ -97,5 +108,6 @@ class TerminalProgress(Progress):
     def __exit__(self, *exc: object) -> None:
         self._bar.stop()
 
-    def emit(self, stage: str, fraction: float, message: str) -> None:
-        self._bar.update(self._task, completed=fraction, stage=stage, message=message)
+    def emit(self, stage: str, fraction: float, message: str, eta_seconds: float | None = None) -> None:
+        left = f"{clock(eta_seconds)} left" if eta_seconds is not None and fraction < 1 else ""
+        self._bar.update(self._task, completed=fraction, stage=stage, left=left, message=message)

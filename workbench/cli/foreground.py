@@ -115,7 +115,7 @@ def _watch(store: Store, job_id: int, progress: TerminalProgress) -> JobInfo:
                 running = jobs.count_jobs(store, "running")
                 progress.emit("queued", 0.0, f"waiting for {running} running job{'s' * (running != 1)}")
             else:
-                progress.emit(job.stage or job.status, job.progress, job.message)
+                progress.emit(job.stage or job.status, job.progress, job.message, job.eta_seconds)
             if job.finished:
                 return job
             time.sleep(WATCH_EVERY_S)
