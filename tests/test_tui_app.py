@@ -32,12 +32,13 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
         sys.path.insert(0, {str(REPO / "tests")!r})
         from store.db import Store
         from study_store import fill_study
-        from tui_store import fill
+        from tui_store import add_recovery, fill
         from tui.app import WorkbenchApp
 
         async def main():
             store = Store.open({str(tmp_path / "store")!r})
             ids = fill(store)
+            ids |= add_recovery(store, ids)
             fill_study(store)
             app = WorkbenchApp(store)
             async with app.run_test(size=(80, 24)) as pilot:
@@ -48,6 +49,14 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
                 app.open_compare([ids["ppm"], ids["wanda"]])
                 await app.workers.wait_for_complete()
                 app.open_import_form()
+                await app.workers.wait_for_complete()
+                app.open_heal_form("llama-wanda-25")
+                await app.workers.wait_for_complete()
+                app.open_heal(ids["heal"])
+                await app.workers.wait_for_complete()
+                app.open_tradeoff(ids["healed"])
+                await app.workers.wait_for_complete()
+                app.switch_mode("jobs")
                 await app.workers.wait_for_complete()
                 app.switch_mode("studies")
                 await app.workers.wait_for_complete()
@@ -66,8 +75,8 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"ModelsScreen", "RunsScreen", "PruneForm", "ImportForm", "CompareScreen", "StudiesScreen",
-            "StudyScreen"} <= set(report["screens"])
+    assert {"ModelsScreen", "RunsScreen", "PruneForm", "ImportForm", "HealForm", "HealDetailScreen", "TradeoffScreen",
+            "CompareScreen", "JobsScreen", "StudiesScreen", "StudyScreen"} <= set(report["screens"])
     assert report["heavy"] == []
 
 

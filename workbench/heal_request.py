@@ -25,14 +25,18 @@ class HealModels:
 
 def stored_model(store: Store, model: str) -> ModelInfo | None:
     """The stored model a MODEL argument names (`job:N`, a name or id, or a source imported
-    before), None for a source not imported yet; UserError for what names neither."""
+    before), else None: a heal takes stored models only, so a source not imported yet and what
+    names nothing at all are refused alike (UserError for a `job:N` that has made no model)."""
     job_id = job_reference(model)
     if job_id is not None:
         return job_model(store, job_id)
     found = queries.find_model(store, model)
     if found is not None:
         return found
-    source = classify(model)
+    try:
+        source = classify(model)
+    except UserError:
+        return None
     return queries.model_by_source(store, source.kind, source.ref)
 
 

@@ -50,7 +50,7 @@ class HealPlan:
         train = "every weight" if s.train == "all" else "the MLP weights" if s.train == "mlp" else \
             f"rank-{s.lora_rank} LoRA adapters"  # fmt: skip
         return (
-            f"distils {teacher.name} into {student.name} ({count(student.parameters)} parameters) → {self.name}\n"
+            f"{teacher.name} teaches {student.name} ({count(student.parameters)} parameters), saved as {self.name}\n"
             f"{s.tokens:,} tokens in {s.steps:,} steps of {s.batch_size} × {s.seq_len}; trains {train}, "
             f"lr {s.lr:g}, temperature {s.temperature:g}\n"
             f"{s.data}: {self.text}"
@@ -112,14 +112,13 @@ class HealForm(FormScreen):
             yield row("LoRA rank", entry("lora-rank", str(DEFAULT_RANK)), id="rank-row")
             with Vertical(id="advanced"):
                 yield row("Warmup", entry("warmup", f"{HealSpec.warmup:g}"),
-                          hint("warmup-info", "advanced: the share of the steps the learning rate warms up over"))
+                          hint("warmup-info", "advanced: share of the steps warming the learning rate up"))
                 yield row("Checkpoints", entry("checkpoint-every", f"{HealSpec.checkpoint_every_s:g}"),
-                          hint("checkpoint-info", "advanced: seconds between checkpoints, which a retry resumes "
-                               "from (0: none)"))  # fmt: skip
-                yield row("Seed", entry("seed", str(HealSpec.seed)), hint("seed-info", "advanced: the data order's"))
+                          hint("checkpoint-info", "advanced: seconds between checkpoints a retry resumes from"))
+                yield row("Seed", entry("seed", str(HealSpec.seed)), hint("seed-info", "advanced: of the data order"))
             yield row("Device", choice("device", [(d, d) for d in DEVICES], "auto"))
             yield row("Dtype", choice("dtype", [(d, d) for d in DTYPES], "auto"),
-                      hint("dtype-info", "of the forward passes; the healed model keeps the model's own"))
+                      hint("dtype-info", "of the forward passes; the result keeps the model's own"))
             yield row("Name", entry("name", "", "the healed model's name (default: MODEL-healed)"))
         yield Static(id="check", markup=False)
         yield KeyBar()
@@ -208,17 +207,16 @@ class HealForm(FormScreen):
     def _describe(self, plan: HealPlan | None) -> None:
         model, teacher = self.query_one("#model-info", Static), self.query_one("#teacher-info", Static)
         tokens = self.query_one("#tokens-info", Static)
+        model.display = teacher.display = plan is not None  # (no line left empty at 80x24)
         if plan is None:
-            model.update("")
-            teacher.update("")
-            tokens.update("distillation tokens; beyond what the text holds, it passes over it again")
+            tokens.update("distillation tokens; past the text's end it starts over")
             return
         m = plan.models.student
         model.update(f"{m.family}, {m.num_layers} layers, width {m.width_text}, {count(m.parameters)} parameters")
         default = plan.spec.teacher is None
         teacher.update(f"{'its parent' if default else 'teacher'}: {plan.models.teacher.name}, "
                        f"{count(plan.models.teacher.parameters)} parameters")  # fmt: skip
-        tokens.update(f"{plan.spec.steps:,} steps; beyond what the text holds, it passes over it again")
+        tokens.update(f"{plan.spec.steps:,} steps; past the text's end it starts over")
 
     @on(Button.Pressed, "#browse")
     def _browse(self) -> None:

@@ -98,6 +98,7 @@ class PruneForm(FormScreen):
         Wording("--samples", "samples", "samples"),
         Wording("--seq-len", "seq-len", "the sequence length"),
         Wording("--repair-damping", "repair-damping", "the damping"),
+        Wording("cannot name a model", "name"),
     )
 
     @dataclass
@@ -113,6 +114,11 @@ class PruneForm(FormScreen):
         problem: str  # why not, else ""
 
     @dataclass
+    class NameChecked(Message):
+        name: str
+        taken: bool  # a model has it already
+
+    @dataclass
     class Queued(Message):
         job_id: int
 
@@ -124,6 +130,7 @@ class PruneForm(FormScreen):
         self.completion: str | None = None
         self.spec: PruneSpec | None = None
         self.sources: dict[str, tuple[str, str]] = {}  # source -> (what it holds, problem) once checked
+        self.taken: dict[str, bool] = {}  # result names looked up: whether a model has it
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -204,6 +211,14 @@ class PruneForm(FormScreen):
         self.sources[message.source] = (message.said, message.problem)
         self.check()
 
+    @work(thread=True, exclusive=True, group="check-name", exit_on_error=False)
+    def check_name(self, name: str) -> None:
+        self.post_message(self.NameChecked(name, queries.find_model(self.store, name) is not None))
+
+    def on_prune_form_name_checked(self, message: NameChecked) -> None:
+        self.taken[message.name] = message.taken
+        self.check()
+
     @on(Button.Pressed, "#browse")
     def _browse(self) -> None:
         def chosen(path: Path | None) -> None:
@@ -277,6 +292,14 @@ class PruneForm(FormScreen):
                 shown.append_text(repair_said(spec))
         except Exception as e:  # a UserError says what is wrong; no input may take the app down
             self.show_problem(e)
+            return
+        if spec.name is not None and self.taken.get(spec.name) is not False:
+            if self.taken.get(spec.name):
+                self.show_problem(FieldError("name", f"the store already has a model named {spec.name!r}: choose "
+                                             "another name"))  # fmt: skip
+            else:
+                self.check_name(spec.name)  # ready once looked up
+                self.show_ready(shown)
             return
         source = spec.calibration_source
         if source is not None:
