@@ -153,7 +153,7 @@ class HealDetailScreen(TabbedScreen):
         heal = self.heal = message.heal
         self.sub_title = f"heal {heal.id}: {heal.model_name} → {heal.result_name or '(removed)'}"
         self.query_one("#heal-summary", Static).update(summary(heal))
-        self.query_one("#heal-chain", Static).update(f"  lineage: {chain(message.lineage)}")
+        self.query_one("#heal-chain", Static).update(f" lineage: {chain(message.lineage)}")  # (.hint pads it by one)
         self.query_one(Chart).show([curve(heal)], "tokens seen", lambda x: f"{x:,.0f}", marks=False)
         self.query_one("#settings-table", RecordTable).show(settings(heal))
         self.query_one("#heal-lineage-table", RecordTable).show(
