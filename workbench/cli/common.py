@@ -84,11 +84,12 @@ class TerminalProgress(Progress):
     """A progress bar on stderr while work runs in this process (none when not a terminal): the
     stage, the share done, the time so far, the job's one estimate of the time left, its message."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
         super().__init__()
         from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bar
 
+        console = console or Console(stderr=True)
         self._bar = Bar(
             TextColumn("{task.fields[stage]:<10}"),
             BarColumn(),
@@ -96,8 +97,8 @@ class TerminalProgress(Progress):
             TimeElapsedColumn(),
             TextColumn("{task.fields[left]}"),
             TextColumn("{task.fields[message]}"),
-            console=Console(stderr=True),
-            disable=not (enabled and sys.stderr.isatty()),
+            console=console,
+            disable=not (enabled and console.is_terminal),
         )
         self._task = self._bar.add_task("", total=1.0, stage="", left="", message="")
 
