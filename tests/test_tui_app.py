@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tui_helpers import anyio_backend, app_on, filled_fixture, notices, screen_text, settle  # noqa: F401  (fixtures)
 
+from store.db import Store
 from tui.app import ANSI_THEME, WorkbenchApp, default_theme
 from tui.forms.import_model import ImportForm
 from tui.keybar import KeyBar
@@ -233,3 +234,48 @@ async def test_every_screen_survives_resizing_and_the_key_bar_wraps(store, fille
         assert bar.size.height == len(bar.lines(bar.content_region.width)) >= 2  # wrapped, not cut
         text = screen_text(app)
         assert all(entry.description in text for entry in bar.entries())
+
+
+@pytest.mark.anyio
+@pytest.mark.backends("sqlite", "postgresql")
+async def test_the_header_names_the_store_a_url_stores_database_rather_than_its_files_folder(store, tmp_path):
+    app = app_on(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        if store.is_sqlite:
+            assert app.sub_title == str(store.root)  # a folder store: its folder
+        else:
+            assert app.sub_title == store.url and app.sub_title.startswith("postgresql+psycopg://")
+            assert str(store.root) not in app.sub_title  # (the files folder every host mounts)
+    (tmp_path / "db").mkdir()
+    url = Store.open(f"sqlite:///{tmp_path / 'db' / 'shared.sqlite'}", files=tmp_path / "files")
+    assert url.shown == str(tmp_path / "db" / "shared.sqlite")
+
+
+@pytest.mark.anyio
+async def test_heal_opens_from_models_model_detail_and_the_palette_anywhere(store, filled):
+    from tui.forms.heal import HealForm
+
+    app = app_on(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("down", "h")  # on the Models screen: the model under the cursor
+        await settle(pilot)
+        assert isinstance(app.screen, HealForm) and app.screen.query_one("#model").value == "llama-ppm-50"
+        app.screen.dismiss()
+        await settle(pilot)
+        app.open_model(filled["wanda"])
+        await settle(pilot)
+        await pilot.press("h")  # on Model detail: the model shown
+        await settle(pilot)
+        assert isinstance(app.screen, HealForm) and app.screen.query_one("#model").value == "llama-wanda-25"
+        app.screen.dismiss()
+        await settle(pilot)
+        app.remember_model("llama-ppm-50")
+        await pilot.press("j")  # from Jobs, which has no model in view: the last one worked on
+        await settle(pilot)
+        await pilot.press("ctrl+p", *"Heal")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, HealForm) and app.screen.query_one("#model").value == "llama-ppm-50"
