@@ -175,6 +175,11 @@ class Store:
         return store
 
     @property
+    def shown(self) -> str:
+        """Where the store is, for people: its folder, else its database (a URL's password hidden)."""
+        return str(self.root) if self.url == str(self.root / DB_FILE) else self.url
+
+    @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 

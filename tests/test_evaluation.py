@@ -291,11 +291,17 @@ def test_without_a_data_folder_lm_evals_hub_tasks_are_asked_for(model_dir, tmp_p
 
 def test_an_evaluation_logs_its_story_and_lm_evals_git_probe_says_nothing(model_dir, tmp_path, capfd, monkeypatch):
     """Outside a git repository lm-eval's `git describe` printed "fatal: not a git repository" into
-    every job's log; the log now reads: what was asked, each stage in words, the figures, the end."""
+    every job's log; the log now reads: what was asked, each stage in words, the figures, the end.
+    In the foreground the terminal shows no library's bars, and the report reads parameters as counts."""
     monkeypatch.chdir(tmp_path)  # no git repository here, nor above
     store_dir = tmp_path / "s"
     assert main(["--store", str(store_dir), "eval", str(model_dir), "--tasks", "arc_easy", "--limit", "2"]) == 0
-    assert "fatal" not in capfd.readouterr().err
+    out, err = capfd.readouterr()
+    assert "fatal" not in err
+    # The job ran here, in the foreground: no library's progress bars on the terminal (lm-eval's
+    # "building contexts" for each task, transformers' while the model was stored), its own bar only.
+    assert "%|" not in err and "it/s]" not in err, err
+    assert re.search(r"parameters +[\d.]+k$", out, re.M) and "e+0" not in out, out  # counts read as counts
     [job] = jobs.list_jobs(Store.open(store_dir))
     log = (store_dir / job.log_path).read_text()
     lines = [line.split(" ", 1)[1] for line in log.splitlines()]  # each after its time of day

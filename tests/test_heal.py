@@ -214,6 +214,9 @@ BAD = [
     (["--tokens", "100", "--data", "nope.jsonl"], "does not exist"),
     (["--tokens", "100", "--batch-size", "100000", "--seq-len", "100000"], "healing needs about"),
     (["--tokens", "100", "--temperature", "-1"], "--temperature must be"),
+    (["--tokens", "100", "--name", "5"], "'5' cannot name a model: it is a bare number"),
+    (["--tokens", "100", "--name", "other"], "the store already has a model named 'other': choose another --name"),
+    (["--tokens", "100", "--teacher", "nosuch"], "the teacher must be a model in the store; nosuch is not one"),
 ]
 
 

@@ -55,3 +55,34 @@ def test_without_weights_the_time_left_is_the_stage_at_its_pace(clock):
     clock.now = 3.0
     p.advance()
     assert p.eta_seconds == pytest.approx(9.0)
+
+
+def test_the_terminal_bar_shows_the_one_estimate_of_the_job_it_echoes(clock, store):
+    """A foreground command's bar echoes its job: the time left it shows is the job's own estimate
+    (per-task "X left" messages are gone), from the work left."""
+    import io
+
+    from rich.console import Console
+
+    from store import jobs
+    from workbench.cli.common import TerminalProgress
+    from workbench.jobs import submit
+    from workbench.jobs.execution import Heartbeat, JobProgress
+
+    job_id = submit(store, "prune", {"model": "m", "scorer": "ppm", "percent": 50.0})
+    jobs.claim(store, 1, job_id=job_id)
+    shown = io.StringIO()
+    bar = TerminalProgress(console=Console(file=shown, force_terminal=True, width=120))
+    job = JobProgress(store, job_id, Heartbeat(store, job_id), lambda: None, echo=bar)
+    job.weights = {"arc": 1.0}
+    with bar:
+        job.stage("arc", total=10, message="arc_easy")
+        clock.now = 6.0
+        job.advance(message="arc_easy: 1/10 requests")  # 6 s a request: 54 s for the 9 left
+    assert job.eta_seconds == pytest.approx(54.0)
+    assert "0:54 left" in shown.getvalue() and "arc_easy: 1/10 requests" in shown.getvalue()
+
+    shown = io.StringIO()
+    with TerminalProgress(console=Console(file=shown, force_terminal=True, width=120)) as watching:
+        watching.emit("heal", 0.25, "step 10/40", 3725.0)  # a job another process runs: its row's estimate
+    assert "1:02:05 left" in shown.getvalue()

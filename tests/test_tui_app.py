@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tui_helpers import anyio_backend, app_on, filled_fixture, notices, screen_text, settle  # noqa: F401  (fixtures)
 
+from store.db import Store
 from tui.app import ANSI_THEME, WorkbenchApp, default_theme
 from tui.forms.import_model import ImportForm
 from tui.keybar import KeyBar
@@ -32,12 +33,13 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
         sys.path.insert(0, {str(REPO / "tests")!r})
         from store.db import Store
         from study_store import fill_study
-        from tui_store import fill
+        from tui_store import add_recovery, fill
         from tui.app import WorkbenchApp
 
         async def main():
             store = Store.open({str(tmp_path / "store")!r})
             ids = fill(store)
+            ids |= add_recovery(store, ids)
             fill_study(store)
             app = WorkbenchApp(store)
             async with app.run_test(size=(80, 24)) as pilot:
@@ -48,6 +50,14 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
                 app.open_compare([ids["ppm"], ids["wanda"]])
                 await app.workers.wait_for_complete()
                 app.open_import_form()
+                await app.workers.wait_for_complete()
+                app.open_heal_form("llama-wanda-25")
+                await app.workers.wait_for_complete()
+                app.open_heal(ids["heal"])
+                await app.workers.wait_for_complete()
+                app.open_tradeoff(ids["healed"])
+                await app.workers.wait_for_complete()
+                app.switch_mode("jobs")
                 await app.workers.wait_for_complete()
                 app.switch_mode("studies")
                 await app.workers.wait_for_complete()
@@ -66,8 +76,8 @@ def test_starting_the_app_and_opening_every_screen_imports_no_engine(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"ModelsScreen", "RunsScreen", "PruneForm", "ImportForm", "CompareScreen", "StudiesScreen",
-            "StudyScreen"} <= set(report["screens"])
+    assert {"ModelsScreen", "RunsScreen", "PruneForm", "ImportForm", "HealForm", "HealDetailScreen", "TradeoffScreen",
+            "CompareScreen", "JobsScreen", "StudiesScreen", "StudyScreen"} <= set(report["screens"])
     assert report["heavy"] == []
 
 
@@ -224,3 +234,48 @@ async def test_every_screen_survives_resizing_and_the_key_bar_wraps(store, fille
         assert bar.size.height == len(bar.lines(bar.content_region.width)) >= 2  # wrapped, not cut
         text = screen_text(app)
         assert all(entry.description in text for entry in bar.entries())
+
+
+@pytest.mark.anyio
+@pytest.mark.backends("sqlite", "postgresql")
+async def test_the_header_names_the_store_a_url_stores_database_rather_than_its_files_folder(store, tmp_path):
+    app = app_on(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        if store.is_sqlite:
+            assert app.sub_title == str(store.root)  # a folder store: its folder
+        else:
+            assert app.sub_title == store.url and app.sub_title.startswith("postgresql+psycopg://")
+            assert str(store.root) not in app.sub_title  # (the files folder every host mounts)
+    (tmp_path / "db").mkdir()
+    url = Store.open(f"sqlite:///{tmp_path / 'db' / 'shared.sqlite'}", files=tmp_path / "files")
+    assert url.shown == str(tmp_path / "db" / "shared.sqlite")
+
+
+@pytest.mark.anyio
+async def test_heal_opens_from_models_model_detail_and_the_palette_anywhere(store, filled):
+    from tui.forms.heal import HealForm
+
+    app = app_on(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("down", "h")  # on the Models screen: the model under the cursor
+        await settle(pilot)
+        assert isinstance(app.screen, HealForm) and app.screen.query_one("#model").value == "llama-ppm-50"
+        app.screen.dismiss()
+        await settle(pilot)
+        app.open_model(filled["wanda"])
+        await settle(pilot)
+        await pilot.press("h")  # on Model detail: the model shown
+        await settle(pilot)
+        assert isinstance(app.screen, HealForm) and app.screen.query_one("#model").value == "llama-wanda-25"
+        app.screen.dismiss()
+        await settle(pilot)
+        app.remember_model("llama-ppm-50")
+        await pilot.press("j")  # from Jobs, which has no model in view: the last one worked on
+        await settle(pilot)
+        await pilot.press("ctrl+p", *"Heal")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, HealForm) and app.screen.query_one("#model").value == "llama-ppm-50"

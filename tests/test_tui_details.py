@@ -1,4 +1,5 @@
-"""Model detail, run detail and compare: what each shows, what opens from it, what exports."""
+"""Model detail, run detail, heal detail, trade-off and compare: what each shows, what opens from
+it, what exports; a base, its cut, the cut repaired and the cut healed side by side."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import json
 import pytest
 from store_fixtures import eval_row, model_row, run_row
 from tui_helpers import anyio_backend, app_on, filled_fixture, screen_text, settle  # noqa: F401  (fixtures)
-from tui_store import T0, WIDTH, retention
+from tui_store import T0, WIDTH, add_recovery, retention
 
 from store import bitset, queries
+from tui.chart import Chart
 from tui.forms.evaluate import EvalForm
 from tui.records import RecordTable
 from tui.screens.compare import CompareScreen
+from tui.screens.heal_detail import HealDetailScreen
 from tui.screens.model_detail import ModelDetailScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.tradeoff import TradeoffScreen
@@ -218,3 +221,121 @@ async def test_tradeoff_of_a_model_never_evaluated_says_how_to_evaluate_it(store
         await settle(pilot)
         assert isinstance(app.screen, EvalForm)
         assert sorted(m.name for m in app.screen.chosen.values()) == ["llama-base", "llama-l2-50"]
+
+
+@pytest.fixture(name="recovered")
+def recovered_fixture(store, filled) -> dict[str, int]:
+    """`filled` and a repaired cut and a healed cut of llama-base (tui_store.add_recovery); all the ids."""
+    return filled | add_recovery(store, filled)
+
+
+async def test_heal_detail_draws_the_loss_curve_and_opens_the_lineage(store, recovered):
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.open_model(recovered["healed"])
+        await settle(pilot)
+        await pilot.press("right_square_bracket")  # Lineage: the heal that made it opens
+        await settle(pilot)
+        lineage = app.screen.query_one("#lineage-table", RecordTable)
+        rows = cells(lineage)
+        assert rows[0][:3] == ["parent", "llama-wanda-25", "the model it was healed from"]
+        assert rows[1][:3] == ["made by", f"heal {recovered['heal']}",
+                               "40,960 tokens of wikitext2, distilled from llama-base"]  # fmt: skip
+        overview = dict(cells(app.screen.query_one("#overview-table", RecordTable)))
+        assert overview["lineage"] == "llama-base → llama-wanda-25 → llama-wanda-25-healed"
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, HealDetailScreen) and screen.heal.id == recovered["heal"]
+        text = screen_text(app)
+        assert "KL 2.266 → 0.525 (-77%)" in text  # the first and last steps of the curve
+        assert "40,960 tokens of wikitext2 (1.37 passes) in 40 steps" in text
+        assert "12m 34s on cpu float32 · peak memory 5.0 GiB" in text
+        assert "lineage: llama-base → llama-wanda-25 → llama-wanda-25-healed" in text
+        # The curve: braille dots from the top left (the first loss) falling to the right, one point a step.
+        chart = screen.query_one(Chart)
+        assert len(chart.series[0].points) == 40 and chart.series[0].points[0] == (1024, 2.2661)
+        plot = [line for line in text.splitlines() if "┤" in line or "│" in line]
+        top, bottom = plot[0].split("┤", 1)[1], plot[-1].split("┤", 1)[1]
+        dots = lambda line: [i for i, c in enumerate(line) if 0x2800 < ord(c) < 0x2900]  # noqa: E731
+        assert dots(top) and dots(bottom) and max(dots(top)) < min(dots(bottom))
+        assert "1,024" in text and "40,960" in text and "tokens seen" in text  # the x axis, read as tokens
+
+        await pilot.press("right_square_bracket")  # Settings
+        await settle(pilot)
+        settings = dict(cells(screen.query_one("#settings-table", RecordTable)))
+        assert settings["teacher"] == "llama-base" and settings["train"] == "all"
+        assert settings["steps"] == "40 of 4 × 256 tokens" and settings["peak memory"] == "5.0 GiB"
+        assert settings["learning rate"].startswith("0.0003 at its peak: warmup over 5% of the steps")
+
+        await pilot.press("right_square_bracket")  # Lineage: each name opens its model
+        await settle(pilot)
+        table = screen.query_one("#heal-lineage-table", RecordTable)
+        assert [r[:2] for r in cells(table)] == [["base", "llama-base"], ["pruned", "llama-wanda-25"],
+                                                 ["healed", "llama-wanda-25-healed"]]  # fmt: skip
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ModelDetailScreen) and app.screen.model_id == recovered["wanda"]
+        await pilot.press("escape", "o")  # and the healed model, from its key
+        await settle(pilot)
+        assert isinstance(app.screen, ModelDetailScreen) and app.screen.model_id == recovered["healed"]
+
+
+async def test_tradeoff_of_a_healed_model_is_against_its_cut_and_on_b_against_the_base(store, recovered):
+    app = app_on(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.open_tradeoff(recovered["healed"])
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, TradeoffScreen)
+        text = screen_text(app)
+        assert "parent: llama-wanda-25 · healed: llama-wanda-25-healed · b: against the base, llama-base" in text
+        records = {(r["task"], r["metric"]): r for r in screen.query_one(RecordTable).table.records()}
+        assert (records[("arc_easy", "acc_norm,none")]["parent"], records[("arc_easy", "acc_norm,none")]["pruned"]) \
+            == (0.57, 0.60)  # fmt: skip
+        assert [c.title for c in screen.query_one(RecordTable).table.columns][2:4] == ["parent", "healed"]
+        assert screen.compared == [recovered["wanda"], recovered["healed"]]
+
+        await pilot.press("b")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "base: llama-base · healed: llama-wanda-25-healed · b: against its parent" in text
+        records = {(r["task"], r["metric"]): r for r in screen.query_one(RecordTable).table.records()}
+        arc = records[("arc_easy", "acc_norm,none")]
+        assert (arc["parent"], arc["pruned"]) == (0.62, 0.60) and arc["delta"] == pytest.approx(-0.02)
+        assert records[("model", "parameters")]["delta"] == -30_000
+        assert screen.compared == [recovered["base"], recovered["healed"]]
+        await pilot.press("b")
+        await settle(pilot)
+        assert screen.compared == [recovered["wanda"], recovered["healed"]]
+
+        app.open_tradeoff(recovered["repaired"])  # a cut two steps from nothing else: no base to switch to
+        await settle(pilot)
+        assert "parent: llama-base · repaired: llama-wanda-25-roneshot" in screen_text(app)
+        assert "against the base" not in screen_text(app) and not app.screen.check_action("switch_baseline", ())
+
+
+async def test_compare_of_base_cut_repaired_and_healed_shows_each_step_and_overlap_only_of_cuts(store, recovered):
+    ids = [recovered[k] for k in ("base", "wanda", "repaired", "healed")]
+    app = app_on(store)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot)
+        app.open_compare(ids)
+        await settle(pilot)
+        screen = app.screen
+        overview = {r[0]: r[1:] for r in cells(screen.query_one("#overview-table", RecordTable))}
+        assert overview["step"] == ["base", "pruned", "repaired", "healed"]
+        assert overview["made by"][1:] == ["run 2: wanda, 25% off", "run 4: wanda, 25% off, repair oneshot",
+                                           f"heal {recovered['heal']}: 40,960 tokens of wikitext2, from llama-base"]
+        metrics = {(r["task"], r["metric"]): r for r in screen.query_one("#metrics-table", RecordTable).table.records()}
+        assert metrics[("wikitext", "word_perplexity,none")]["best"] == "llama-base"  # 30.5 beyond noise of 32.0
+        retention = screen.query_one("#retention-table", RecordTable).table
+        assert [c.title for c in retention.columns][1:] == ["llama-wanda-25 % kept",
+                                                            "llama-wanda-25-roneshot % kept"]  # fmt: skip
+        overlap = screen.query_one("#overlap-table", RecordTable).table
+        # The cut and its repaired twin keep the same neurons; the healed model has no run of its own.
+        assert [c.title for c in overlap.columns][1:] == ["llama-wanda-25 ∩ llama-wanda-25-roneshot", "% shared",
+                                                          "% chance"]  # fmt: skip
+        assert overlap.formatted()[0] == ["0", "72", "100.0", "75.0"]

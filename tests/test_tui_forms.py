@@ -12,6 +12,7 @@ from tui.confirm import Confirm
 from tui.forms.evaluate import EvalForm
 from tui.forms.files import FilePicker
 from tui.forms.form import FormScreen
+from tui.forms.heal import HealForm
 from tui.forms.import_model import ImportForm
 from tui.forms.prune import PruneForm
 from tui.screens.jobs import JobsScreen
@@ -261,7 +262,7 @@ def shown(widget) -> bool:
 
 def open_forms(app, filled) -> list:
     return [lambda: app.open_prune_form("llama-base"), lambda: app.open_eval_form([filled["ppm"]]),
-            app.open_import_form]  # fmt: skip
+            app.open_import_form, lambda: app.open_heal_form("llama-wanda-25")]  # fmt: skip
 
 
 async def test_letters_in_every_form_field_stay_in_the_form(store, filled):
@@ -445,3 +446,160 @@ async def test_every_form_and_dialog_survives_empty_and_odd_input_in_every_field
                 await settle(pilot)
                 assert app.is_running, (mode, text)
         assert app.is_running
+
+
+async def test_repair_is_checked_as_the_cli_checks_it_and_launches_with_its_calibration(store, filled, monkeypatch):
+    """The pruning form's Repair: none, oneshot or sequential, its damping an advanced field checked as
+    `prune --repair-damping` is (said in the form's words); a repair reads calibration text even for a
+    static scorer, and the preview says so."""
+    monkeypatch.setattr(jobs, "ensure_worker", lambda store: True)  # queued only: no job process here
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.open_prune_form("llama-base")
+        await settle(pilot)
+        form = app.screen
+        assert not form.query_one("#damping-row").display and not form.query_one("#calibration").display
+        assert form.spec is not None and form.spec.repair is None and "repair" not in check_line(app)
+
+        await choose(pilot, "repair", "oneshot")  # ppm is static: the calibration fields come with the repair
+        assert form.query_one("#damping-row").display and form.query_one("#calibration").display
+        line = check_line(app)
+        assert "repair oneshot (damping 0.01): kept down_proj columns refit on the calibration text" in line
+        assert "read for the repair alone (ppm is static)" in line
+        assert form.spec is not None and (form.spec.repair, form.spec.calibration_source) == ("oneshot", "wikitext2")
+        await type_into(pilot, "repair-damping", "-1")
+        assert under(form, "repair-damping") == "the damping must be 0 or more, got -1" and form.spec is None
+        assert check_line(app) == "Damping: the damping must be 0 or more, got -1"
+        await type_into(pilot, "repair-damping", "lots")
+        assert under(form, "repair-damping") == "the damping must be a number, got 'lots'"
+        await pilot.press("ctrl+s")  # refused, saying why, with the cursor put in the field
+        await settle(pilot)
+        assert notices(app)[-1] == "not launched: Damping: the damping must be a number, got 'lots'"
+        assert app.focused is form.query_one("#repair-damping") and job_rows.list_jobs(store) == []
+
+        await type_into(pilot, "repair-damping", "0.05")
+        await choose(pilot, "repair", "sequential")
+        await type_into(pilot, "samples", "16")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        [job] = jobs.list_jobs(store)
+        asked = {k: job.request[k] for k in ("scorer", "repair", "repair_damping", "calibration", "samples")}
+        assert asked == {"scorer": "ppm", "repair": "sequential", "repair_damping": 0.05, "calibration": "wikitext2",
+                         "samples": 16}  # fmt: skip
+
+        app.open_prune_form("llama-base")  # no repair again: the static scorer reads no text
+        await settle(pilot)
+        await choose(pilot, "repair", "none")
+        assert app.screen.spec is not None and app.screen.spec.calibration is None
+
+
+NAMES = [
+    ("5", "'5' cannot name a model: it is a bare number, which names a model by its id"),
+    ("job:3", "'job:3' cannot name a model: job:N names the model job N makes"),
+    ("smollm2", "'smollm2' cannot name a model: smollm2 names the bundled SmolLM2-135M-Instruct"),
+    ("a/b", "'a/b' cannot name a model: it holds a path separator"),
+    ("-x", "'-x' cannot name a model: it begins with neither a letter nor a digit"),
+]
+
+
+async def test_every_form_refuses_a_bad_model_name_under_its_name_field(store, filled, monkeypatch):
+    """The one name rule (workbench.names), said under the Name field of each form that names a model,
+    and a name the store already has, before anything is queued."""
+    monkeypatch.setattr(jobs, "ensure_worker", lambda store: True)
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for open_form in (lambda: app.open_prune_form("llama-base"), lambda: app.open_heal_form("llama-wanda-25"),
+                          app.open_import_form):  # fmt: skip
+            open_form()
+            await settle(pilot)
+            form = app.screen
+            for name, said in NAMES:
+                if name == "smollm2" and isinstance(form, ImportForm):
+                    continue  # the bundled model's own import may (and does, by default) take it
+                await type_into(pilot, "name", name)
+                assert under(form, "name") == said, (type(form).__name__, name)
+                assert check_line(app) == f"Name: {said}"
+                assert not form.ready()
+            await type_into(pilot, "name", "llama-ppm-50")
+            taken = "the store already has a model named 'llama-ppm-50': choose another name"
+            assert under(form, "name") == taken, type(form).__name__
+            await pilot.press("ctrl+s")
+            await settle(pilot)
+            assert app.screen is form and notices(app)[-1] == f"not launched: Name: {taken}"
+            await type_into(pilot, "name", "a-fine-name")
+            assert form.ready(), (type(form).__name__, check_line(app))
+            form.dismiss()
+            await settle(pilot)
+        assert job_rows.list_jobs(store) == []
+
+
+async def test_heal_form_checks_what_the_cli_checks_before_queueing(store, filled, tmp_path, monkeypatch):
+    """Every option of `workbench heal`, checked as HealSpec and the engine's store checks have it, each
+    problem under its field in the form's words: the teacher defaults to the model's parent."""
+    monkeypatch.chdir(tmp_path)
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("down", "h")  # from the Models screen, on the model under the cursor
+        await settle(pilot)
+        form = app.screen
+        assert isinstance(form, HealForm) and form.query_one("#model", Input).value == "llama-ppm-50"
+        assert form.plan is not None and form.plan.models.teacher.name == "llama-base"
+        line = check_line(app)
+        assert "llama-base teaches llama-ppm-50 (250.0k parameters), saved as llama-ppm-50-healed" in line
+        assert "32,768 tokens in 32 steps of 4 × 256; trains every weight, lr 0.0003, temperature 1" in line
+        assert "wikitext2: 60 documents" in line and "to learn from" in line
+
+        await type_into(pilot, "model", "llama-base")  # a base has no parent to learn from
+        assert under(form, "teacher") == "llama-base has no parent in the store to learn from: name a teacher"
+        await type_into(pilot, "teacher", "llama-base")
+        assert under(form, "teacher") == "the teacher is the model itself: nothing to learn"
+        await type_into(pilot, "teacher", "qwen-base")
+        assert form.plan is not None and form.plan.models.teacher.name == "qwen-base"
+        await type_into(pilot, "teacher", "nosuch")
+        assert under(form, "teacher") == "the teacher must be a model in the store; nosuch is not one"
+        await type_into(pilot, "teacher", "")
+        await type_into(pilot, "model", "nosuch")
+        assert under(form, "model") == "heal takes a model in the store; nosuch is not one (import or prune it first)"
+        await type_into(pilot, "model", "llama-wanda-25")
+
+        for field, text, said in [
+            ("tokens", "0", "the tokens must be a positive number of tokens, got 0"),
+            ("tokens", "many", "the tokens must be a whole number, got 'many'"),
+            ("seq-len", "1", "the sequence length must be at least 2 tokens, got 1"),
+            ("batch-size", "0", "the batch size must be at least 1, got 0"),
+            ("lr", "0", "the learning rate must be a positive number, got 0"),
+            ("temperature", "-1", "the temperature must be a positive number, got -1"),
+            ("warmup", "1", "the warmup must be a share of the steps, at least 0 and below 1, got 1"),
+            ("checkpoint-every", "-5", "the checkpoint interval must be 0 or more seconds, got -5"),
+            ("seed", "x", "the seed must be a whole number, got 'x'"),
+        ]:
+            before = str(form.values()[field])
+            await type_into(pilot, field, text)
+            assert under(form, field) == said and form.plan is None, field
+            await type_into(pilot, field, before)
+            assert form.plan is not None, (field, check_line(app))
+
+        await choose(pilot, "train", "lora")
+        assert form.query_one("#rank-row").display and form.plan.spec.train == "lora:16"
+        await type_into(pilot, "lora-rank", "0")
+        assert under(form, "lora-rank") == "what trains must be all, mlp or lora:RANK (e.g. lora:16), got 'lora:0'"
+        await type_into(pilot, "lora-rank", "8")
+        assert form.plan.spec.train == "lora:8"
+        await choose(pilot, "train", "mlp")
+        assert not form.query_one("#rank-row").display and form.plan.spec.train == "mlp"
+
+        await choose(pilot, "data-kind", "file")
+        assert under(form, "data-source") == "give the text file to learn from"
+        await type_into(pilot, "data-source", str(tmp_path / "missing.txt"))
+        assert under(form, "data-source") == f"text file {tmp_path / 'missing.txt'} does not exist"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert notices(app)[-1] == f"not launched: text file {tmp_path / 'missing.txt'} does not exist"
+        assert app.focused is form.query_one("#data-source") and job_rows.list_jobs(store) == []
+        (tmp_path / "notes.txt").write_text("one two three")
+        await type_into(pilot, "data-source", str(tmp_path / "notes.txt"))
+        assert f"{tmp_path / 'notes.txt'}: 1 document, 3 words to learn from" in check_line(app)

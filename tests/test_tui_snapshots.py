@@ -12,10 +12,11 @@ import pytest
 from study_store import NAME, fill_study
 from textual.pilot import Pilot
 from tui_helpers import app_on, filled_fixture, settle  # noqa: F401  (fixtures)
-from tui_store import T0, add_long_names
+from tui_store import T0, add_long_names, add_recovery
 
 from store.tables import Job
 from tui.app import ANSI_THEME, WorkbenchApp
+from workbench import jobs
 
 SIZE = (80, 24)
 
@@ -40,6 +41,12 @@ def before(*steps: Callable[[WorkbenchApp], object]) -> Callable[[Pilot[None]], 
 @pytest.fixture
 def demo(store, filled):
     return store, filled
+
+
+@pytest.fixture(autouse=True)
+def no_job_processes(monkeypatch):
+    """The Jobs screen starts a job process for queued work: not for these made-up jobs."""
+    monkeypatch.setattr(jobs, "ensure_worker", lambda store: False)
 
 
 def test_models(snap_compare, demo):
@@ -143,6 +150,45 @@ def test_jobs_with_long_names(snap_compare, long_names):
     """Status, progress and ETA first; what each job is gives way."""
     store, _ = long_names
     assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before(lambda app: app.switch_mode("jobs")))
+
+
+def test_jobs_with_hosts_and_gpus(snap_compare, long_names, monkeypatch):
+    """Each job's GPU and host in sight beside its progress; the line of this host's GPUs (three fake
+    ones, as tests/test_gpus.py makes them), each with the job it runs or free."""
+    store, _ = long_names
+    monkeypatch.setattr("tui.screens.jobs.host_name", lambda: "gpu-box-1")  # this host, named the same everywhere
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(f"GPU-{i:032}" for i in range(3)))  # none a machine has
+    with store.write() as s:
+        running = s.get(Job, 3)
+        running.host, running.device = "gpu-box-1", "cuda:1"
+        s.add(Job(kind="prune", spec={"request": {"model": "smollm2-135m-instruct-base", "scorer": "wanda",
+                                                  "percent": 40.0}}, status="running", stage="calibrate",
+                  progress=0.15, eta_seconds=1510, message="batch 3/64", device="cuda:0+2", host="gpu-node-b",
+                  created_at=T0 + timedelta(hours=4)))  # fmt: skip
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before(lambda app: app.switch_mode("jobs")))
+
+
+@pytest.fixture
+def recovered(store, filled):
+    return store, filled | add_recovery(store, filled)
+
+
+def test_heal_form(snap_compare, recovered):
+    store, _ = recovered
+    run_before = before(lambda app: app.open_heal_form("llama-wanda-25"))
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=run_before)
+
+
+def test_heal_detail(snap_compare, recovered):
+    """The loss curve as a chart under where it started and ended, what it read and cost, and the lineage."""
+    store, ids = recovered
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=before(lambda app: app.open_heal(ids["heal"])))
+
+
+def test_tradeoff_of_a_healed_model_against_the_base(snap_compare, recovered):
+    store, ids = recovered
+    run_before = before(lambda app: app.open_tradeoff(ids["healed"]), lambda app: app.screen.action_switch_baseline())
+    assert snap_compare(app_on(store), terminal_size=SIZE, run_before=run_before)
 
 
 def test_tradeoff_with_long_names(snap_compare, long_names):

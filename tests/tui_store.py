@@ -142,3 +142,51 @@ def add_long_names(store: Store) -> dict[str, int]:
                   created_at=T0 + timedelta(hours=3, minutes=1)))  # fmt: skip
         assert base.id is not None
         return {"base": base.id, "cut": cut.model_id}
+
+
+def loss_curve(steps: int, tokens_per_step: int = 1024) -> list[list[float]]:
+    """A falling KL curve, [step, tokens seen, loss] per step, as a heal records it."""
+    return [[s, s * tokens_per_step, round(2.0 * 0.5 ** (s / 10) + 0.4, 4)] for s in range(1, steps + 1)]
+
+
+def add_recovery(store: Store, filled: dict[str, int]) -> dict[str, int]:
+    """A base -> cut -> repaired cut and -> healed cut lineage on llama-base (the wanda cut of `fill`
+    is the cut): a oneshot-repaired run of the same setting, and a heal of the cut (40 steps of 1,024
+    tokens of wikitext2 distilled from llama-base) with its healed model, each evaluated like the
+    others. The ids: repaired (model), repaired_run, healed (model), heal."""
+    from store.tables import HealRun
+
+    hour = timedelta(hours=1)
+    with store.write() as s:
+        repaired = queries.record_run(
+            s,
+            run_row(filled["base"], scorer="wanda", target_value=25.0, calibration_source="wikitext2",
+                    calibration_samples=64, calibration_seq_len=512, repair="oneshot", repair_damping=0.01,
+                    created_at=T0 + 5 * hour),  # fmt: skip
+            retention([72, 72, 72]),
+            model_row("llama-wanda-25-roneshot", source="pruned", source_ref="", intermediate_size=72, expansion=2.25,
+                      parameters=270_000, created_at=T0 + 5 * hour, path="models/wanda-repaired"),  # fmt: skip
+        )
+        healed = model_row("llama-wanda-25-healed", source="healed", source_ref="", intermediate_size=72,
+                           expansion=2.25, parameters=270_000, created_at=T0 + 6 * hour,
+                           path="models/wanda-healed")  # fmt: skip
+        heal = HealRun(
+            model_id=filled["wanda"], teacher_model_id=filled["base"], data_source="wikitext2", data_hash="ab" * 32,
+            tokens=40_960, tokens_seen=40_960, passes=1.37, steps=40, seq_len=256, batch_size=4, lr=3e-4,
+            temperature=1.0, train="all", device="cpu", dtype="float32",
+            settings={"warmup": 0.05, "schedule": "cosine", "optimizer": "adamw", "weight_decay": 0.0, "seed": 0,
+                      "checkpoint_every_s": 300.0, "resumed_from_step": None, "trained_parameters": 270_000,
+                      "save_dtype": "float32"},
+            loss_curve=loss_curve(40), seconds=754.0, peak_memory_bytes=5 * 2**30,
+            versions={"torch": "2.13.0", "transformers": "5.0.0", "workbench": "0.1.0"}, created_at=T0 + 6 * hour,
+        )  # fmt: skip
+        heal_id = queries.record_heal(s, heal, healed)
+        figures = {repaired.model_id: (0.59, 0.67, 34.0), healed.id: (0.60, 0.68, 32.0)}
+        metrics = (("arc_easy", "acc_norm,none", True), ("piqa", "acc,none", True),
+                   ("wikitext", "word_perplexity,none", False))  # fmt: skip
+        rows = [eval_row(model_id, task, metric, value, created_at=T0 + 7 * hour, settings={"higher_is_better": up})
+                for model_id, values in figures.items()
+                for (task, metric, up), value in zip(metrics, values, strict=True)]  # fmt: skip
+        queries.add_evaluations(s, rows)
+        assert healed.id is not None
+        return {"repaired": repaired.model_id, "repaired_run": repaired.run_id, "healed": healed.id, "heal": heal_id}

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 ANSI_THEME = "ansi-dark"
 OPEN_ONLY = ("quit", "keys", "command_palette")  # the actions there are before the store is open
+HEAL = "Heal"  # the Heal form's command (and key h on Models and Model detail)
 
 
 class WorkbenchApp(App[None]):
@@ -108,7 +109,7 @@ class WorkbenchApp(App[None]):
         from tui.screens.studies import StudiesScreen
 
         store = self.store = message.store
-        self.sub_title = str(store.root)
+        self.sub_title = store.shown  # a URL store's database, not the folder of its files
         self.add_mode("models", lambda: ModelsScreen(store))
         self.add_mode("runs", lambda: RunsScreen(store))
         self.add_mode("studies", lambda: StudiesScreen(store))
@@ -130,6 +131,9 @@ class WorkbenchApp(App[None]):
             yield command
         yield from binding_commands(screen, seen)
         if self.store is not None:
+            if HEAL not in seen:  # from anywhere: the model in view, else the last one worked on
+                seen.add(HEAL)
+                yield SystemCommand(HEAL, "distil a model's parent back into it (the Heal form)", self.action_heal)
             yield from self._commands_elsewhere(seen)
 
     def _commands_elsewhere(self, seen: set[str]) -> Iterable[SystemCommand]:
@@ -255,6 +259,20 @@ class WorkbenchApp(App[None]):
         from tui.forms.import_model import ImportForm
 
         self.push_screen(ImportForm(self.opened))
+
+    def open_heal_form(self, model: str = "") -> None:
+        from tui.forms.heal import HealForm
+
+        self.push_screen(HealForm(self.opened, model, self.data_dir))
+
+    def action_heal(self) -> None:
+        """The Heal form, with the model in view filled in, else the model the last form launched work on."""
+        self.open_heal_form(getattr(self.screen, "current_model_name", None) or self.last_model)
+
+    def open_heal(self, heal_id: int) -> None:
+        from tui.screens.heal_detail import HealDetailScreen
+
+        self.push_screen(HealDetailScreen(self.opened, heal_id))
 
     def open_tradeoff(self, model_id: int) -> None:
         from tui.screens.tradeoff import TradeoffScreen

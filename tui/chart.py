@@ -41,8 +41,9 @@ def _ticks(value: float) -> str:
 
 
 def draw(series: Sequence[Series], width: int, height: int, x_label: str = "",
-         fmt_x: Callable[[float], str] = _ticks) -> list[Text]:  # fmt: skip
-    """The chart as `height` lines of `width` cells (fewer when there is nothing to draw)."""
+         fmt_x: Callable[[float], str] = _ticks, marks: bool = True) -> list[Text]:  # fmt: skip
+    """The chart as `height` lines of `width` cells (fewer when there is nothing to draw); `marks`
+    puts a ● on every point (a curve of many points reads better as its line alone)."""
     points = [p for s in series for p in s.points]
     if not points:
         return [Text("no figures to draw yet", style="dim")]
@@ -57,7 +58,7 @@ def draw(series: Sequence[Series], width: int, height: int, x_label: str = "",
 
     cells: dict[tuple[int, int], int] = {}
     colour: dict[tuple[int, int], str] = {}
-    marks: dict[tuple[int, int], str] = {}
+    marked: dict[tuple[int, int], str] = {}
     for i, s in enumerate(series):
         style = COLOURS[i % len(COLOURS)]
         ordered = sorted(s.points)
@@ -66,17 +67,18 @@ def draw(series: Sequence[Series], width: int, height: int, x_label: str = "",
                 cell = (dx // 2, dy // 4)
                 cells[cell] = cells.get(cell, 0) | DOTS[dy % 4][dx % 2]
                 colour[cell] = style
-        for x, y in ordered:
-            dx, dy = dot(x, y)
-            marks[(dx // 2, dy // 4)] = style
+        if len(ordered) == 1 or marks:  # a lone point has no line to show it
+            for x, y in ordered:
+                dx, dy = dot(x, y)
+                marked[(dx // 2, dy // 4)] = style
     lines = []
     labels = {0: _ticks(y1), plot_h - 1: _ticks(y0), (plot_h - 1) // 2: _ticks((y0 + y1) / 2)}
     for row in range(plot_h):
         line = Text(f"{labels[row]:>{Y_LABEL - 1}.{Y_LABEL - 1}} ┤" if row in labels else " " * Y_LABEL + "│")
         for column in range(plot_w):
             key = (column, row)
-            if key in marks:
-                line.append(POINT, style=f"bold {marks[key]}")
+            if key in marked:
+                line.append(POINT, style=f"bold {marked[key]}")
             elif key in cells:
                 line.append(chr(BRAILLE + cells[key]), style=colour[key])
             else:
@@ -151,11 +153,13 @@ class Chart(Widget):
         self.series: list[Series] = []
         self.x_label = ""
         self.fmt_x: Callable[[float], str] = _ticks
+        self.marks = True
 
-    def show(self, series: Sequence[Series], x_label: str, fmt_x: Callable[[float], str] = _ticks) -> None:
-        self.series, self.x_label, self.fmt_x = list(series), x_label, fmt_x
+    def show(self, series: Sequence[Series], x_label: str, fmt_x: Callable[[float], str] = _ticks,
+             marks: bool = True) -> None:  # fmt: skip
+        self.series, self.x_label, self.fmt_x, self.marks = list(series), x_label, fmt_x, marks
         self.refresh()
 
     def render(self) -> RenderResult:
         width, height = self.content_size
-        return Text("\n").join(draw(self.series, width, height, self.x_label, self.fmt_x))
+        return Text("\n").join(draw(self.series, width, height, self.x_label, self.fmt_x, self.marks))

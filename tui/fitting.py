@@ -87,6 +87,13 @@ class FitsWidth(DataTable[Any]):
     def on_resize(self) -> None:
         self.refit()
 
+    def watch_virtual_size(self) -> None:
+        # DataTable measures new rows' cells when idle, but a frame drawn before that (rows shown
+        # while the screen lays out) stays in its line cache at the header's widths: columns cut to
+        # "mode" where "model" fits. Measured, the table's size changes: draw it afresh.
+        self._clear_caches()
+        self.refresh()
+
     def refit(self) -> None:
         if not self.columns or not self.is_mounted:
             return

@@ -48,6 +48,7 @@ from workbench.devices import (
     resolve_dtype,
 )
 from workbench.errors import UserError
+from workbench.heal_request import check_models
 from workbench.progress import Cancelled, Progress
 from workbench.pruning import versions
 from workbench.spec import HealSpec
@@ -99,21 +100,9 @@ def check_request(spec: HealSpec, store: Store, data: Path | None = None) -> Non
 
 
 def _checked(spec: HealSpec, store: Store, data: Path | None) -> _Checked:
-    spec.validate()
-    student = model_io.resolve(store, spec.model)
-    if student.row is None:
-        raise UserError(f"heal takes a model in the store; {spec.model} is not one (import or prune it first)")
+    found = check_models(spec, store)  # (what the TUI's Heal form checks too)
+    student, teacher = model_io.Target(found.student), model_io.Target(found.teacher)
     student.shape()  # a GLU model
-    if spec.teacher is not None:
-        teacher = model_io.resolve(store, spec.teacher)
-        if teacher.row is None:
-            raise UserError(f"the teacher must be a model in the store; {spec.teacher} is not one")
-    elif student.row.parent_id is None:
-        raise UserError(f"{student.row.name} has no parent in the store to learn from: name a --teacher")
-    else:
-        teacher = model_io.Target(queries.get_model(store, student.row.parent_id))
-    if teacher.row.id == student.row.id:
-        raise UserError("the teacher is the model itself: nothing to learn")
     student_tokens, teacher_tokens = student.tokenizer(store), teacher.tokenizer(store)
     if student_tokens.get_vocab() != teacher_tokens.get_vocab() or (
         student_tokens.eos_token_id != teacher_tokens.eos_token_id

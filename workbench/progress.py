@@ -105,8 +105,9 @@ class Progress:
                 self._done_seconds += elapsed
 
     # -- what a sink overrides --------------------------------------------------------------
-    def emit(self, stage: str, fraction: float, message: str) -> None:
-        """Show where the work stands; the base class shows nothing."""
+    def emit(self, stage: str, fraction: float, message: str, eta_seconds: float | None = None) -> None:
+        """Show where the work stands; the base class shows nothing. `eta_seconds`: the time the whole
+        work still needs, where the caller has that estimate (a job's, for a bar that echoes it)."""
 
     def cancel_requested(self) -> bool:
         return False

@@ -396,6 +396,8 @@ class HealSpec:
             raise UserError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if not (self.checkpoint_every_s >= 0 and math.isfinite(self.checkpoint_every_s)):
             raise UserError(f"--checkpoint-every must be 0 or more seconds, got {self.checkpoint_every_s:g}")
+        if self.name is not None:
+            check_name(self.name)
         return self
 
     @property

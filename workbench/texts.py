@@ -78,16 +78,17 @@ def load_source(name: str, data: Path | None = None) -> TextSource:
     )
 
 
-def check_source(name: str, data: Path | None = None) -> str:
-    """What calibrating on `name` would read, in a few words; UserError when it cannot. Built-in and
-    file sources are read; a hub dataset is checked for its form only (the job process reaches the hub)."""
+def check_source(name: str, data: Path | None = None, purpose: str = "to calibrate on") -> str:
+    """What calibrating (or another `purpose`) on `name` would read, in a few words; UserError when it
+    cannot. Built-in and file sources are read; a hub dataset is checked for its form only (the job
+    process reaches the hub)."""
     if name.startswith("hf:"):
         if not name[3:].partition("@")[0].partition(":")[0].strip():
             raise UserError("hf: needs a dataset, e.g. hf:wikitext:wikitext-2-raw-v1@train")
         return f"the hub dataset {name[3:]}, read when the job starts (it needs the hub)"
     docs = load_source(name, data).calibration
     words = sum(len(d.split()) for d in docs)
-    return f"{len(docs):,} document{'s' * (len(docs) != 1)}, {words:,} word{'s' * (words != 1)} to calibrate on"
+    return f"{len(docs):,} document{'s' * (len(docs) != 1)}, {words:,} word{'s' * (words != 1)} {purpose}"
 
 
 def source_name(name: str) -> str:

@@ -39,7 +39,7 @@ HINTS = {
 class ImportForm(FormScreen):
     TITLE = "Import model"
     WHAT = "the import"
-    WORDINGS = (Wording("a model named", "name"),)
+    WORDINGS = (Wording("a model named", "name"), Wording("cannot name a model", "name"))
 
     @dataclass
     class Checked(Message):

@@ -1,6 +1,6 @@
 """New pruning run: the form checks as you type (PruneSpec.validate, planned_widths, the calibration
-source read as the job would read it) and shows the resulting widths, parameters and expansion
-before anything is queued."""
+source read as the job would read it) and shows the resulting widths, parameters and expansion,
+and what a repair adds, before anything is queued."""
 
 from __future__ import annotations
 
@@ -23,22 +23,17 @@ from tui.failures import one_line
 from tui.forms.fields import COMPLETES, FieldError, ModelNames, choice, completion, entry, hint, number, row, whole
 from tui.forms.files import FilePicker
 from tui.forms.form import FormScreen, Wording
+from tui.forms.sources import PLACEHOLDERS, SOURCES, TEXT_FILES, text_source
 from tui.keybar import KeyBar
 from tui.navigation import navigator
 from workbench import jobs, texts
-from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, SCORERS, PruneSpec, planned_widths
+from workbench.spec import ALLOCATIONS, DEVICES, DTYPES, REPAIRS, SCORERS, PruneSpec, planned_widths
 from workbench.tabular import count
 
 TARGETS = [("percent of neurons removed", "percent"), ("expansion ratio (width / hidden)", "expansion")]
 DEFAULT_PERCENT = "50"
-SOURCES = [
-    ("wikitext2: WikiText-2, validation split", "wikitext2"),
-    ("sms: SMS Spam Collection, four fifths", "sms"),
-    ("a text file (.txt, .jsonl)", "file"),
-    ("a Hugging Face dataset (hf:)", "hub"),
-]
-TEXT_FILES = (".txt", ".jsonl")
-SOURCE_PLACEHOLDERS = {"file": "path/to/text.txt or .jsonl (field text)", "hub": "DATASET[:CONFIG][@SPLIT]"}
+NO_REPAIR = "none"
+REPAIR_CHOICES = [(NO_REPAIR, NO_REPAIR), *((mode, mode) for mode in REPAIRS)]
 
 
 @dataclass(frozen=True)
@@ -82,18 +77,13 @@ def preview(spec: PruneSpec, model: ModelInfo) -> Preview:
     return Preview(widths, after, model.hidden_size, model.parameters, spec.allocation == "global")
 
 
-def calibration_source(kind: str, text: str) -> str:
-    """The source a job reads, from the form's choice and text (FieldError when the text is missing)."""
-    if kind in texts.BUILTIN:
-        return kind
-    if not text:
-        what = "the text file to calibrate on" if kind == "file" else "the dataset, e.g. wikitext:wikitext-2-raw-v1"
-        raise FieldError("calibration-source", f"give {what}")
-    if kind == "hub":
-        return text if text.startswith("hf:") else f"hf:{text}"
-    if Path(text).suffix not in TEXT_FILES:
-        raise FieldError("calibration-source", f"a text file ends in .txt or .jsonl, got {text!r}")
-    return text
+def repair_said(spec: PruneSpec) -> Text:
+    """What a repair adds to the run, for the preview."""
+    said = Text(f"\nrepair {spec.repair} (damping {spec.repair_damping:g}): kept down_proj columns refit on the "
+                "calibration text")
+    if not spec.data_driven:
+        said.append(f", read for the repair alone ({spec.scorer} is static)")
+    return said
 
 
 class PruneForm(FormScreen):
@@ -107,6 +97,8 @@ class PruneForm(FormScreen):
         Wording("--layers", "layers", "layers"),
         Wording("--samples", "samples", "samples"),
         Wording("--seq-len", "seq-len", "the sequence length"),
+        Wording("--repair-damping", "repair-damping", "the damping"),
+        Wording("cannot name a model", "name"),
     )
 
     @dataclass
@@ -122,6 +114,11 @@ class PruneForm(FormScreen):
         problem: str  # why not, else ""
 
     @dataclass
+    class NameChecked(Message):
+        name: str
+        taken: bool  # a model has it already
+
+    @dataclass
     class Queued(Message):
         job_id: int
 
@@ -133,6 +130,7 @@ class PruneForm(FormScreen):
         self.completion: str | None = None
         self.spec: PruneSpec | None = None
         self.sources: dict[str, tuple[str, str]] = {}  # source -> (what it holds, problem) once checked
+        self.taken: dict[str, bool] = {}  # result names looked up: whether a model has it
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -147,6 +145,10 @@ class PruneForm(FormScreen):
             yield row("Allocation", choice("allocation", [(a, a) for a in ALLOCATIONS], "uniform"),
                       hint("allocation-info"))  # fmt: skip
             yield row("Layers", entry("layers", "all", "all, or e.g. 0-9,20"))
+            yield row("Repair", choice("repair", REPAIR_CHOICES, NO_REPAIR), hint("repair-info"))
+            yield row("Damping", entry("repair-damping", f"{PruneSpec.repair_damping:g}"),
+                      hint("damping-info", "advanced: λ = this × the mean diagonal of G[K,K]; 0 or more"),
+                      id="damping-row")  # fmt: skip
             with Vertical(id="calibration"):
                 yield row("Calibration", choice("calibration-kind", SOURCES, "wikitext2"))
                 yield row("", Horizontal(entry("calibration-source", ""), Button("Browse…", id="browse", compact=True),
@@ -209,6 +211,14 @@ class PruneForm(FormScreen):
         self.sources[message.source] = (message.said, message.problem)
         self.check()
 
+    @work(thread=True, exclusive=True, group="check-name", exit_on_error=False)
+    def check_name(self, name: str) -> None:
+        self.post_message(self.NameChecked(name, queries.find_model(self.store, name) is not None))
+
+    def on_prune_form_name_checked(self, message: NameChecked) -> None:
+        self.taken[message.name] = message.taken
+        self.check()
+
     @on(Button.Pressed, "#browse")
     def _browse(self) -> None:
         def chosen(path: Path | None) -> None:
@@ -227,13 +237,15 @@ class PruneForm(FormScreen):
             return str(self.query_one(f"#{widget_id}", Select).value)
 
         scorer = choice("scorer")
-        data_driven = SCORERS[scorer].data_driven
+        repair = None if choice("repair") == NO_REPAIR else choice("repair")
+        calibrated = SCORERS[scorer].data_driven or repair is not None  # a repair reads the text too
         kind = choice("target-kind")
         what = "the percent removed" if kind == "percent" else "the expansion ratio"
         target = number(value("target"), what, "target")
         calibration = None
-        if data_driven:
-            calibration = calibration_source(choice("calibration-kind"), value("calibration-source"))
+        if calibrated:
+            calibration = text_source(choice("calibration-kind"), value("calibration-source"), "calibration-source",
+                                      "to calibrate on")  # fmt: skip
         return PruneSpec(
             model=value("model"),
             scorer=scorer,
@@ -243,22 +255,31 @@ class PruneForm(FormScreen):
             allocation=choice("allocation"),
             layers=value("layers") or "all",
             calibration=calibration,
-            samples=whole(value("samples"), "samples", "samples") if data_driven else PruneSpec.samples,
-            seq_len=whole(value("seq-len"), "the sequence length", "seq-len") if data_driven else PruneSpec.seq_len,
+            samples=whole(value("samples"), "samples", "samples") if calibrated else PruneSpec.samples,
+            seq_len=whole(value("seq-len"), "the sequence length", "seq-len") if calibrated else PruneSpec.seq_len,
             device=choice("device"),
             dtype=choice("dtype"),
             name=value("name") or None,
+            repair=repair,
+            repair_damping=number(value("repair-damping"), "the damping", "repair-damping") if repair else
+            PruneSpec.repair_damping,
         ).validate()
 
     def check(self) -> None:
         scorer = SCORERS[str(self.query_one("#scorer", Select).value)]
         self.query_one("#scorer-info", Static).update(scorer.description)
         self.query_one("#allocation-info", Static).update(ALLOCATIONS[str(self.query_one("#allocation", Select).value)])
-        self.query_one("#calibration").display = scorer.data_driven
+        repair = str(self.query_one("#repair", Select).value)
+        self.query_one("#repair-info", Static).update(
+            "the cut as it is" if repair == NO_REPAIR else f"{REPAIRS[repair]}; reads calibration text, also with a "
+            "static scorer"
+        )
+        self.query_one("#damping-row").display = repair != NO_REPAIR
+        self.query_one("#calibration").display = scorer.data_driven or repair != NO_REPAIR
         kind = str(self.query_one("#calibration-kind", Select).value)
         self.query_one("#source-row").display = kind not in texts.BUILTIN
         self.query_one("#browse").display = kind == "file"
-        self.query_one("#calibration-source", Input).placeholder = SOURCE_PLACEHOLDERS.get(kind, "")
+        self.query_one("#calibration-source", Input).placeholder = PLACEHOLDERS.get(kind, "")
         model = self.model
         self._describe(model)
         self.spec = None
@@ -267,8 +288,18 @@ class PruneForm(FormScreen):
             if model is None:
                 raise FieldError("model", self._missing(spec.model))
             shown = preview(spec, model).render()
+            if spec.repair is not None:
+                shown.append_text(repair_said(spec))
         except Exception as e:  # a UserError says what is wrong; no input may take the app down
             self.show_problem(e)
+            return
+        if spec.name is not None and self.taken.get(spec.name) is not False:
+            if self.taken.get(spec.name):
+                self.show_problem(FieldError("name", f"the store already has a model named {spec.name!r}: choose "
+                                             "another name"))  # fmt: skip
+            else:
+                self.check_name(spec.name)  # ready once looked up
+                self.show_ready(shown)
             return
         source = spec.calibration_source
         if source is not None:

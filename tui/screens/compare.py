@@ -1,8 +1,10 @@
-"""Compare two to four models side by side: architecture, every metric aligned by task and key
+"""Compare two to four models side by side (a base, its cuts, repaired or not, and healed models
+among them): architecture and the step each is in its lineage, every metric aligned by task and key
 with its stderr and limit and the best in each row marked (only where it beats the others beyond
-noise, the rule of Trade-off and `workbench compare`), per-layer retention of the pruned ones, and
-for two runs of the same base how many kept neurons they share in each layer, beside how many two
-random choices of those sizes would share."""
+noise, the rule of Trade-off and `workbench compare`), per-layer retention of the ones a pruning run
+made, and for two runs of the same base how many kept neurons they share in each layer, beside how
+many two random choices of those sizes would share (a healed model keeps its cut's neurons: it has
+no run of its own, so no overlap of its own either)."""
 
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from store import bitset, queries
 from store.db import Store
 from store.queries import ModelInfo, RetentionInfo, RunSummary
 from tui.keybar import KeyBar
+from tui.lineage import Step, step
 from tui.records import RecordTable
-from tui.screens.runs import target
 from tui.screens.tabbed import TabbedScreen
 from workbench import tradeoff
 from workbench.studies.specialisation import LayerOverlap
@@ -45,6 +47,7 @@ class Comparison:
     made_by: dict[int, RunSummary]  # model id -> the run that made it (pruned models only)
     retention: dict[int, tuple[RetentionInfo, ...]]  # model id -> that run's retention
     metrics: tuple[tradeoff.Row, ...]  # every metric aligned by task and key, with its direction
+    steps: dict[int, Step]  # model id -> its step in its lineage (base, pruned, repaired, healed) and how made
 
 
 def gather(store: Store, model_ids: list[int]) -> Comparison:
@@ -55,7 +58,8 @@ def gather(store: Store, model_ids: list[int]) -> Comparison:
             if m.made_by_run_id is not None:
                 run = queries.run_detail(session, m.made_by_run_id)
                 made_by[m.id], retention[m.id] = run, run.retention
-        return Comparison(models, made_by, retention, tradeoff.compare(session, model_ids).rows)
+        found = {m.id: step(session, m) for m in models}
+        return Comparison(models, made_by, retention, tradeoff.compare(session, model_ids).rows, found)
 
 
 def _key(m: ModelInfo) -> str:
@@ -63,11 +67,8 @@ def _key(m: ModelInfo) -> str:
 
 
 def overview(c: Comparison) -> Table:
-    def made(m: ModelInfo) -> str:
-        run = c.made_by.get(m.id)
-        return f"run {run.id}: {run.scorer}, {target(run)}" if run else ""
-
     fields: list[tuple[str, Any]] = [
+        ("step", lambda m: c.steps[m.id].role),
         ("family", lambda m: m.family),
         ("architecture", lambda m: m.architecture),
         ("layers", lambda m: m.num_layers),
@@ -78,7 +79,7 @@ def overview(c: Comparison) -> Table:
         ("size", lambda m: size(m.size_bytes)),
         ("dtype", lambda m: m.dtype),
         ("parent", lambda m: m.parent_name or ""),
-        ("made by", made),
+        ("made by", lambda m: c.steps[m.id].how if c.steps[m.id].role != "base" else ""),
         ("evaluations", lambda m: m.eval_count),
     ]
     columns = [Column("field"), *(Column(_key(m), m.name) for m in c.models)]

@@ -1,6 +1,9 @@
-"""Jobs: queued, running and finished jobs with live progress bars and ETA, the selected job's
-log, cancel and retry. Polled from the store once a second; jobs run in their own processes, so
-closing the app stops nothing and reopening it shows each job where it is."""
+"""Jobs: queued, running and finished jobs with live progress bars and ETA, where each runs (its
+GPU and host), the selected job's log, cancel and retry; on a host with GPUs, a line saying which
+job each GPU runs. Polled from the store once a second; jobs run in their own processes, so closing
+the app stops nothing and reopening it shows each job where it is. Each poll also starts a job
+process when work is queued and none runs on this host (the CLI's reading commands do the same),
+so nothing queued is stranded while the screen watches."""
 
 from __future__ import annotations
 
@@ -13,10 +16,10 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.timer import Timer
-from textual.widgets import DataTable, Header, Log
+from textual.widgets import DataTable, Header, Log, Static
 from textual.worker import get_current_worker
 
-from store.db import Store
+from store.db import Store, host_name
 from store.jobs import RETRYABLE
 from tui.bars import bar
 from tui.confirm import Confirm
@@ -26,7 +29,7 @@ from tui.logs import LogChunk, read_log
 from tui.navigation import navigator
 from tui.screens.base import StoreScreen
 from workbench import jobs
-from workbench.jobs import JobInfo
+from workbench.jobs import JobInfo, gpus
 from workbench.tabular import Column, Table, plain, size
 
 POLL_S = 1.0
@@ -52,6 +55,20 @@ def summary(job: JobInfo) -> str:
         return ""  # a request older code wrote: the row still lists
 
 
+def gpu_line(count: int, running: list[JobInfo]) -> Text:
+    """Which job each of this host's `count` GPUs runs (from the running jobs' devices, as the
+    worker places them: a job whose device names no GPU of its own takes them all), or that it is free."""
+    line = Text(f"GPUs of {host_name()}:", "bold")
+    for gpu in range(count):
+        users = [j.id for j in running if gpu in gpus.busy_gpus([j.device], count)]
+        line.append(f"  {gpu} ")
+        if users:
+            line.append(", ".join(f"job {i}" for i in users), "bold")
+        else:
+            line.append("free", "green")
+    return line
+
+
 def progress(job: JobInfo) -> Text:
     text = bar(job.progress, 10)
     text.append(f" {100 * job.progress:3.0f}%")
@@ -64,11 +81,12 @@ JOB_COLUMNS = [
     Column("status"),
     Column("progress", fmt=lambda v: f"{100 * v:.0f}%", numeric=True),
     Column("eta_seconds", "ETA", duration, numeric=True),
+    Column("device"),  # cuda:2, cuda:0+1 (the GPUs of its host it runs on), cpu
+    Column("host"),
     Column("summary", "what"),
     Column("message", "message / error"),
     Column("stage"),
     Column("kind"),
-    Column("device"),
     Column("peak_memory_bytes", "peak", size, numeric=True),
     Column("created_at", "queued", plain),
 ]
@@ -82,14 +100,21 @@ def row(job: JobInfo) -> list[object]:
         Text(job.status, status_style.get(job.status, "")),
         progress(job),
         Text(duration(job.eta_seconds) if job.status == "running" else "", justify="right"),
+        Text(job.device or ""),
+        Elastic(job.host or ""),
         Elastic(summary(job)),
         Elastic(message, "red" if job.error else "", cut="end"),
         Text(job.stage),
         Text(job.kind),
-        Text(job.device or ""),
         Text(size(job.peak_memory_bytes), justify="right"),
         Text(plain(job.created_at)),
     ]
+
+
+def log_title(job: JobInfo) -> Text:
+    """The log's title: whose it is, and where that job runs (its host's name is no markup)."""
+    where = " on ".join(filter(None, (job.device, job.host)))
+    return Text(f"Log of job {job.id}" + (f" · {where}" if where else ""))
 
 
 class JobsTable(FitsWidth):
@@ -97,7 +122,7 @@ class JobsTable(FitsWidth):
 
     # On the table, so that it wins over DataTable's own enter; the screen decides when it applies.
     BINDINGS = [Binding("enter", "screen.open", "Open result", id="jobs.open")]
-    elastic = ("summary", "message")
+    elastic = ("host", "summary", "message")
 
     def __init__(self) -> None:
         super().__init__(id="jobs-table", cursor_type="row", zebra_stripes=True)
@@ -114,14 +139,15 @@ class JobsScreen(StoreScreen):
     BINDINGS = [
         Binding("c", "cancel", "Cancel", id="jobs.cancel"),
         Binding("R", "retry", "Retry", id="jobs.retry"),
-        Binding("w", "start_worker", "Start worker", id="jobs.worker"),
     ]
 
     @dataclass
     class Polled(Message):
         jobs: list[JobInfo]
-        worker: bool
+        worker: bool  # a job process runs on this host
+        started: bool  # this poll started it, for the queued jobs
         log: LogChunk | None
+        gpus: int  # this host's GPUs
 
     def __init__(self, store: Store, select: int | None = None) -> None:
         super().__init__(store)
@@ -131,6 +157,7 @@ class JobsScreen(StoreScreen):
         self._log_job: int | None = None
         self._log_offset = 0
         self._timer: Timer | None = None
+        self._gpus: int | None = None  # this host's GPUs, counted at the first poll
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -138,6 +165,9 @@ class JobsScreen(StoreScreen):
             table = JobsTable()
             table.border_title = "Jobs"
             yield table
+            shown = Static(id="gpus")
+            shown.display = False  # on a host with GPUs only
+            yield shown
             log = Log(id="job-log", max_lines=2000)
             log.border_title = "Log"
             yield log
@@ -182,6 +212,9 @@ class JobsScreen(StoreScreen):
 
     @work(thread=True, exclusive=True, group="jobs-poll", exit_on_error=False)
     def _poll(self, log_job: int | None, shown_job: int | None, offset: int) -> None:
+        if self._gpus is None:
+            self._gpus = len(gpus.visible_gpus())
+        started = jobs.ensure_worker(self.store)  # queued work never waits for a job process that is gone
         listed = jobs.list_jobs(self.store, limit=SHOWN)
         chunk = None
         job = next((j for j in listed if j.id == log_job), None)
@@ -190,13 +223,15 @@ class JobsScreen(StoreScreen):
             fresh = job.id != shown_job
             chunk = read_log(path, job.id, 0 if fresh else offset, fresh)
         if not get_current_worker().is_cancelled:
-            self.post_message(self.Polled(listed, jobs.worker_running(self.store), chunk))
+            self.post_message(self.Polled(listed, jobs.worker_running(self.store), started, chunk, self._gpus))
 
     def on_jobs_screen_polled(self, message: Polled) -> None:
         table = self.query_one(JobsTable)
         before, current = self.jobs, self.current
         self.jobs = table.jobs = {j.id: j for j in message.jobs}
         self.worker = message.worker
+        if message.started:
+            self.notify("started a job process for the queued jobs")
         for job in message.jobs:
             old = before.get(job.id)
             if old is None or old.status == job.status:
@@ -222,9 +257,16 @@ class JobsScreen(StoreScreen):
         self._show_log(message.log)
         queued = sum(1 for j in message.jobs if j.status == "queued")
         running = sum(1 for j in message.jobs if j.status == "running")
-        worker = "worker running" if self.worker else "no worker running"
+        worker = "a worker runs on this host" if self.worker else "no worker on this host"
         table.border_subtitle = f"{running} running · {queued} queued · {worker}"
+        self._show_gpus(message.gpus, [j for j in message.jobs if j.status == "running" and j.host == host_name()])
         self.refresh_bindings()
+
+    def _show_gpus(self, count: int, running: list[JobInfo]) -> None:
+        shown = self.query_one("#gpus", Static)
+        shown.display = count > 0
+        if count:
+            shown.update(gpu_line(count, running))
 
     def _place_cursor(self) -> None:
         table = self.query_one(JobsTable)
@@ -243,14 +285,14 @@ class JobsScreen(StoreScreen):
             if self._log_job != current.id or current.status == "queued":
                 log.clear()
                 log.write_line("(queued: the log starts when the job does)" if current.status == "queued" else "")
-                log.border_title = f"Log of job {current.id}"
+                log.border_title = log_title(current)
                 self._log_job = None  # the first chunk read for it is whole
             return
         if chunk.fresh:
             log.clear()
         log.write(chunk.text)
         self._log_job, self._log_offset = chunk.job_id, chunk.offset
-        log.border_title = f"Log of job {chunk.job_id}"
+        log.border_title = log_title(current)
 
     @on(DataTable.RowHighlighted)
     def _selected(self) -> None:
@@ -269,8 +311,6 @@ class JobsScreen(StoreScreen):
             return job is not None and job.status in RETRYABLE
         if action == "open":
             return job is not None and job.status == "done"
-        if action == "start_worker":
-            return not self.worker and any(j.status == "queued" for j in self.jobs.values())
         return super().check_action(action, parameters)
 
     def action_cancel(self) -> None:
@@ -309,15 +349,6 @@ class JobsScreen(StoreScreen):
         self.select = new
         self.app.call_from_thread(self.poll)
 
-    def action_start_worker(self) -> None:
-        self._start_worker()
-
-    @work(thread=True, group="jobs-action", exit_on_error=False)
-    def _start_worker(self) -> None:
-        if jobs.ensure_worker(self.store):
-            self.app.notify("started a worker for the queued jobs")
-        self.app.call_from_thread(self.poll)
-
     @property
     def current_model_name(self) -> str | None:
         """The model the job under the cursor worked on (for an import, the one it made)."""
@@ -345,6 +376,8 @@ class JobsScreen(StoreScreen):
         go = navigator(self)
         if job.kind == "prune" and "run_id" in job.result:
             go.open_run(int(job.result["run_id"]))
+        elif job.kind == "heal" and "heal_id" in job.result:
+            go.open_heal(int(job.result["heal_id"]))
         elif job.kind == "import" and "model_id" in job.result:
             go.open_model(int(job.result["model_id"]))
         elif job.kind == "eval" and job.result.get("models"):

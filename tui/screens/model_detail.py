@@ -1,4 +1,5 @@
-"""Model detail: architecture, lineage, every evaluation (newest first), files on disk."""
+"""Model detail: architecture, lineage (the runs and heals that made it or used it, each opening),
+every evaluation (newest first), files on disk."""
 
 from __future__ import annotations
 
@@ -37,10 +38,11 @@ LINEAGE_COLUMNS = [Column("relation"), Column("what"), Column("detail")]
 FILE_COLUMNS = [Column("file"), Column("size", fmt=size, numeric=True)]
 
 
-def overview(m: queries.ModelInfo, folder: Path) -> Table:
+def overview(m: queries.ModelInfo, folder: Path, ancestors: tuple[queries.ModelInfo, ...] = ()) -> Table:
     widths = ", ".join(map(str, m.intermediate_sizes)) if m.intermediate_sizes else str(m.intermediate_size)
     pairs = [
         ("name", m.name),
+        ("lineage", " → ".join(a.name for a in ancestors) if len(ancestors) > 1 else ""),
         ("family", m.family),
         ("architecture", m.architecture),
         ("layers", m.num_layers),
@@ -71,15 +73,22 @@ def lineage(d: ModelDetail) -> list[LineageRow]:
     m = d.model
     rows = []
     if m.parent_id is not None:
-        rows.append(LineageRow(f"model:{m.parent_id}", "parent", m.parent_name or "", "the model it was pruned from"))
+        how = "healed" if d.healed_by is not None else "pruned"
+        rows.append(LineageRow(f"model:{m.parent_id}", "parent", m.parent_name or "", f"the model it was {how} from"))
     if d.made_by is not None:
         r = d.made_by
         rows.append(LineageRow(f"run:{r.id}", "made by", f"run {r.id}", f"{r.scorer}, {target(r)}, {r.allocation}"))
+    if (h := d.healed_by) is not None:
+        rows.append(LineageRow(f"heal:{h.id}", "made by", f"heal {h.id}",
+                               f"{h.tokens_seen:,} tokens of {h.data_source}, distilled from {h.teacher_name}"))
     for c in d.children:
         rows.append(LineageRow(f"model:{c.id}", "child", c.name, f"{count(c.parameters)} parameters"))
     for r in d.runs:
         made = f"-> {r.result_model_name}" if r.result_model_name else r.status
         rows.append(LineageRow(f"run:{r.id}", "pruned by", f"run {r.id}", f"{r.scorer}, {target(r)} {made}"))
+    for h in d.heals:
+        made = f"-> {h.result_name}" if h.result_name else "(its model removed)"
+        rows.append(LineageRow(f"heal:{h.id}", "healed by", f"heal {h.id}", f"{h.tokens_seen:,} tokens {made}"))
     return rows
 
 
@@ -91,7 +100,10 @@ def files(folder: Path) -> list[tuple[str, int]]:
 
 class ModelDetailScreen(TabbedScreen):
     TITLE = "Model"
-    BINDINGS = [Binding("t", "tradeoff", "Trade-off", id="model.tradeoff")]
+    BINDINGS = [
+        Binding("t", "tradeoff", "Trade-off", id="model.tradeoff"),
+        Binding("h", "app.heal", "Heal", id="model.heal"),
+    ]
 
     @dataclass
     class Loaded(Message):
@@ -132,7 +144,7 @@ class ModelDetailScreen(TabbedScreen):
         d = self.detail = message.detail
         m = d.model
         self.sub_title = f"{m.name} · {m.family} · {count(m.parameters)} parameters"
-        self.query_one("#overview-table", RecordTable).show(overview(m, self.store.model_path(m)))
+        self.query_one("#overview-table", RecordTable).show(overview(m, self.store.model_path(m), d.lineage))
         rows = lineage(d)
         self.query_one("#lineage-table", RecordTable).show(
             Table.of(f"lineage of {m.name}", LINEAGE_COLUMNS, rows), keys=[r.key for r in rows]
@@ -148,6 +160,8 @@ class ModelDetailScreen(TabbedScreen):
         kind, _, ident = str(event.row_key.value).partition(":")
         if kind == "model":
             navigator(self).open_model(int(ident))
+        elif kind == "heal":
+            navigator(self).open_heal(int(ident))
         else:
             navigator(self).open_run(int(ident))
 

@@ -46,6 +46,7 @@ class ModelsScreen(ListScreen):
     BINDINGS = [
         Binding("c", "compare", "Compare", id="models.compare"),
         Binding("t", "tradeoff", "Trade-off", id="models.tradeoff"),
+        Binding("h", "app.heal", "Heal", id="models.heal"),
     ]
 
     def columns(self) -> Sequence[ListColumn]:

@@ -1,6 +1,8 @@
-"""Trade-off: a pruned model against its parent, every metric with both values, the change and the
-relative change, coloured by direction and dimmed where the change is within noise; parameters,
-size, speed and memory in the same table (workbench.tradeoff does the arithmetic)."""
+"""Trade-off: a model against its parent (a cut against the model it was cut from, a healed model
+against its cut), every metric with both values, the change and the relative change, coloured by
+direction and dimmed where the change is within noise; parameters, size, speed and memory in the
+same table (workbench.tradeoff does the arithmetic). A model two steps or more from its base (a
+healed cut) is shown against the base as well, on a key."""
 
 from __future__ import annotations
 
@@ -10,12 +12,15 @@ from typing import Any
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Header, Static
 
+from store import queries
 from store.db import Store
 from tui.keybar import KeyBar
+from tui.lineage import Step, steps
 from tui.records import RecordTable
 from tui.screens.base import StoreScreen
 from workbench import tradeoff
@@ -51,18 +56,20 @@ class TradeoffView:
     hint: str  # what is missing, and how to get it
 
 
-def view(c: tradeoff.Comparison) -> TradeoffView:
-    """The names stay out of the headers (they are in the title): the figures keep their columns."""
+def view(c: tradeoff.Comparison, roles: tuple[str, str] = ("parent", "pruned")) -> TradeoffView:
+    """The names stay out of the headers (they are in the title): the figures keep their columns,
+    headed by the role each model plays (parent or base; pruned, repaired or healed)."""
     base, pruned = c.models[0], c.models[-1]
+    before, after = roles
     columns = [
         Column("task"),
         Column("metric", fmt=metric),
-        Column("parent", "parent", shown, numeric=True),
-        Column("pruned", "pruned", shown, numeric=True),
+        Column("parent", before, shown, numeric=True),
+        Column("pruned", after, shown, numeric=True),
         Column("delta", "change", tradeoff.signed, numeric=True),
         Column("relative", "relative", percent, numeric=True),
         Column("noise", "vs noise", noise),
-        Column("stderr", "± pruned", tradeoff.figure, numeric=True),
+        Column("stderr", f"± {after}", tradeoff.figure, numeric=True),
     ]
     rows: list[list[Any]] = []
     styles: dict[tuple[int, str], str] = {}
@@ -82,7 +89,7 @@ def view(c: tradeoff.Comparison) -> TradeoffView:
             better = (change.delta > 0) == r.higher_is_better
             styles.update({(i, key): BETTER if better else WORSE for key in ("delta", "relative")})
     title = f"trade-off: {pruned.name} vs {base.name}"
-    names = f"parent: {base.name} · pruned: {pruned.name}"
+    names = f"{before}: {base.name} · {after}: {pruned.name}"
     return TradeoffView(title, Table(title, columns, rows), styles, names, missing(c))
 
 
@@ -98,19 +105,28 @@ def missing(c: tradeoff.Comparison) -> str:
     return ""
 
 
+def roles(lineage: list[Step], against_base: bool) -> tuple[str, str]:
+    """The headers of the two models' columns: what each is in the lineage."""
+    return ("base" if against_base else "parent"), lineage[-1].role if lineage[-1].role != "base" else "model"
+
+
 class TradeoffScreen(StoreScreen):
     TITLE = "Trade-off"
+    BINDINGS = [Binding("b", "switch_baseline", "Base / parent", id="tradeoff.baseline")]
 
     @dataclass
     class Loaded(Message):
-        compared: list[int]  # parent, pruned
+        compared: list[int]  # parent (or base), the model
         view: TradeoffView
+        lineage: list[Step]  # base first, the model last
 
-    def __init__(self, store: Store, model_id: int) -> None:
+    def __init__(self, store: Store, model_id: int, against_base: bool = False) -> None:
         super().__init__(store)
         self.model_id = model_id
+        self.against_base = against_base  # (where the base is not the parent)
         self.view: TradeoffView | None = None
-        self.compared: list[int] = []  # parent, pruned
+        self.compared: list[int] = []  # parent (or base), the model
+        self.lineage: list[Step] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -137,14 +153,32 @@ class TradeoffScreen(StoreScreen):
 
     @work(thread=True, exclusive=True, group="tradeoff", exit_on_error=False)
     def load(self) -> None:
-        comparison = tradeoff.compare(self.store, [self.model_id])
-        self.post_message(self.Loaded([m.id for m in comparison.models], view(comparison)))
+        found = steps(self.store, queries.get_model(self.store, self.model_id))
+        against_base = self.against_base and len(found) > 2
+        refs = [found[0].model.id, self.model_id] if against_base else [self.model_id]  # one: against its parent
+        comparison = tradeoff.compare(self.store, refs)
+        self.post_message(self.Loaded([m.id for m in comparison.models], view(comparison, roles(found, against_base)),
+                                      found))  # fmt: skip
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "switch_baseline":
+            return len(self.lineage) > 2  # a base that is not the parent
+        return super().check_action(action, parameters)
+
+    def action_switch_baseline(self) -> None:
+        self.against_base = not self.against_base
+        self.load()
 
     def on_tradeoff_screen_loaded(self, message: Loaded) -> None:
         v = self.view = message.view
-        self.compared = message.compared
+        self.compared, self.lineage = message.compared, message.lineage
         self.sub_title = v.title.removeprefix("trade-off: ")
-        self.query_one("#tradeoff-names", Static).update(f"  {v.names}")
+        other = ""
+        if len(self.lineage) > 2:
+            base = self.lineage[0].model.name
+            other = " · b: against its parent" if self.against_base else f" · b: against the base, {base}"
+        self.query_one("#tradeoff-names", Static).update(f"  {v.names}{other}")
+        self.refresh_bindings()
         hint = self.query_one("#tradeoff-hint", Static)
         hint.update(v.hint)
         hint.display = bool(v.hint)

@@ -71,24 +71,36 @@ def print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-class TerminalProgress(Progress):
-    """A progress bar on stderr while work runs in this process (none when not a terminal)."""
+def clock(seconds: float | None) -> str:
+    """A duration as a clock reads: 1:15, 2:03:04."""
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
 
-    def __init__(self, enabled: bool = True) -> None:
+
+class TerminalProgress(Progress):
+    """A progress bar on stderr while work runs in this process (none when not a terminal): the
+    stage, the share done, the time so far, the job's one estimate of the time left, its message."""
+
+    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
         super().__init__()
         from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bar
 
+        console = console or Console(stderr=True)
         self._bar = Bar(
             TextColumn("{task.fields[stage]:<10}"),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[left]}"),
             TextColumn("{task.fields[message]}"),
-            console=Console(stderr=True),
-            disable=not (enabled and sys.stderr.isatty()),
+            console=console,
+            disable=not (enabled and console.is_terminal),
         )
-        self._task = self._bar.add_task("", total=1.0, stage="", message="")
+        self._task = self._bar.add_task("", total=1.0, stage="", left="", message="")
 
     def __enter__(self) -> TerminalProgress:
         self._bar.start()
@@ -97,5 +109,6 @@ class TerminalProgress(Progress):
     def __exit__(self, *exc: object) -> None:
         self._bar.stop()
 
-    def emit(self, stage: str, fraction: float, message: str) -> None:
-        self._bar.update(self._task, completed=fraction, stage=stage, message=message)
+    def emit(self, stage: str, fraction: float, message: str, eta_seconds: float | None = None) -> None:
+        left = f"{clock(eta_seconds)} left" if eta_seconds is not None and fraction < 1 else ""
+        self._bar.update(self._task, completed=fraction, stage=stage, left=left, message=message)

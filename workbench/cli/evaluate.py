@@ -88,11 +88,14 @@ def run(args: argparse.Namespace) -> int:
 
 def print_report(report: dict) -> None:
     from workbench.tabular import Table
+    from workbench.tradeoff import BYTE_METRICS, Bytes
 
     source = f"local data {report['data']}" if report["data"] else "lm-eval hub datasets"
     print(f"{report['device']} {report['dtype']}, batch size {report['batch_size']}, {source}")
     for result in report["models"]:
-        rows = [m | {"name": metric_label(m)} for m in result["metrics"]]
+        # Sizes in binary units and parameter counts in short form (102.7M, not 1.027e+08), as Compare shows them.
+        rows = [m | {"name": metric_label(m), "value": Bytes(m["value"]) if m["metric"] in BYTE_METRICS else m["value"]}
+                for m in result["metrics"]]  # fmt: skip
         title = (
             f"{result['model_name']} (model {result['model_id']}): loaded in {result['load_seconds']:.1f}s, "
             f"{result['seconds']:.1f}s in all"
@@ -107,11 +110,12 @@ def metric_label(row: dict) -> str:
 
 def _columns():
     from workbench.tabular import Column, fixed
+    from workbench.tradeoff import figure
 
     return [
         Column("name", "task"),
         Column("metric"),
-        Column("value", numeric=True),
+        Column("value", fmt=figure, numeric=True),
         Column("stderr", numeric=True),
         Column("samples", "docs", numeric=True),
         Column("fewshot", "shots", numeric=True),

@@ -95,8 +95,14 @@ def run_as_job(
 
 
 def _run_here(store: Store, job: JobInfo, progress: TerminalProgress) -> JobInfo:
+    from transformers.utils import logging as transformers_logging
+
     from workbench.jobs.execution import execute
 
+    # The job's bar shows its progress, as a job process's log shows no library's bars: transformers'
+    # own (loading, "Writing model shards") stay off the terminal; lm-eval's are off while it runs
+    # (workbench.evaluation.harness.quiet).
+    transformers_logging.disable_progress_bar()
     with _hangup_detaches():
         try:
             return execute(store, job, echo=progress)
@@ -115,7 +121,7 @@ def _watch(store: Store, job_id: int, progress: TerminalProgress) -> JobInfo:
                 running = jobs.count_jobs(store, "running")
                 progress.emit("queued", 0.0, f"waiting for {running} running job{'s' * (running != 1)}")
             else:
-                progress.emit(job.stage or job.status, job.progress, job.message)
+                progress.emit(job.stage or job.status, job.progress, job.message, job.eta_seconds)
             if job.finished:
                 return job
             time.sleep(WATCH_EVERY_S)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from store import jobs
 from store.db import Store
 from store.jobs import JobInfo
-from workbench.cli.common import open_store, print_json, take_up_queued
+from workbench.cli.common import clock, open_store, print_json, take_up_queued
 from workbench.errors import UserError
 from workbench.jobs import KINDS, ensure_worker, log_file, worker_running
 from workbench.jobs.worker import RECOVER_EVERY_S, log_path
@@ -84,14 +84,6 @@ def summary(job: JobInfo) -> str:
         return ""
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def _elapsed(job: JobInfo) -> float | None:
     if job.started_at is None:
         return None
@@ -123,8 +115,8 @@ JOB_COLUMNS = [
     Column("what"),
     Column("stage"),
     Column("progress", "%", fixed(0), numeric=True),
-    Column("elapsed", fmt=_duration, numeric=True),
-    Column("eta_seconds", "eta", _duration, numeric=True),
+    Column("elapsed", fmt=clock, numeric=True),
+    Column("eta_seconds", "eta", clock, numeric=True),
     Column("host"),
     Column("device"),
     Column("peak_memory_bytes", "peak mem", size, numeric=True),
@@ -169,8 +161,8 @@ def show(args: argparse.Namespace) -> int:
         ("stage", job.stage),
         ("progress", f"{100 * job.progress:.0f}%" if job.started_at else ""),
         ("message", job.message),
-        ("eta", _duration(job.eta_seconds) if job.status == "running" else ""),
-        ("elapsed", _duration(_elapsed(job))),
+        ("eta", clock(job.eta_seconds) if job.status == "running" else ""),
+        ("elapsed", clock(_elapsed(job))),
         ("device", job.device or ""),
         ("peak memory", size(job.peak_memory_bytes)),
         ("process", f"pid {job.pid} on {job.host}" if job.pid else ""),

@@ -306,7 +306,8 @@ def _depth(m: Metric, requested: str) -> int:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """lm-eval's info logs and prints off the terminal (stdout stays clean for --json); errors still show."""
+    """lm-eval's info logs, prints and progress bars off the terminal (stdout stays clean for --json;
+    the workbench's own bar shows the progress); errors still show."""
     import datasets
 
     logger = logging.getLogger("lm_eval")
@@ -315,12 +316,39 @@ def quiet() -> Iterator[None]:
     logger.setLevel(logging.ERROR)
     datasets.disable_progress_bars()
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), no_tqdm_bars():
             yield
     finally:
         logger.setLevel(level)
         if bars:
             datasets.enable_progress_bars()
+
+
+@contextlib.contextmanager
+def no_tqdm_bars() -> Iterator[None]:
+    """lm-eval draws tqdm bars of its own ("building contexts" for every task, cached requests,
+    bootstrap stderrs) that no argument turns off. A job process has tqdm off from the start
+    ($TQDM_DISABLE, read when tqdm loads), but a foreground command runs its job in a process that
+    loaded tqdm long before: there the bars would draw over its own. So while lm-eval runs, the
+    tqdm it reaches draws nothing."""
+    import lm_eval.api.model
+    import lm_eval.api.task
+    import tqdm
+
+    class Silent(tqdm.tqdm):  # type: ignore[misc, type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs | {"disable": True})
+
+    # Where lm-eval looks tqdm up: its modules' own names for it, and the package (imported inside functions).
+    holders = [lm_eval.api.task, lm_eval.api.model, tqdm]
+    before = [holder.tqdm for holder in holders]
+    for holder in holders:
+        holder.tqdm = Silent
+    try:
+        yield
+    finally:
+        for holder, original in zip(holders, before, strict=True):
+            holder.tqdm = original
 
 
 @contextlib.contextmanager

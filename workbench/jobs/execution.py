@@ -82,16 +82,16 @@ class JobProgress(Progress):
         self._written_at = 0.0
         self._stage = ""
 
-    def emit(self, stage: str, fraction: float, message: str) -> None:
+    def emit(self, stage: str, fraction: float, message: str, eta_seconds: float | None = None) -> None:
+        eta = self.eta_seconds if fraction < 1 else None  # the job's one estimate, from the work left
         if self.echo is not None:
-            self.echo.emit(stage, fraction, message)
+            self.echo.emit(stage, fraction, message, eta)
         now = time.monotonic()
         if stage == self._stage and now - self._written_at < PROGRESS_EVERY_S:
             return
         if stage != self._stage and stage != "done":  # the end has its own line (execute)
             log.info("%s", message if message and message != stage else stage)
         self._stage, self._written_at = stage, now
-        eta = self.eta_seconds if fraction < 1 else None
         jobs.update_running(self.store, self.job_id, stage=stage, progress=fraction, message=message,
                             eta_seconds=eta, peak_memory_bytes=self._peak())
 
