@@ -11,7 +11,7 @@ width. Only when that is not enough does the table scroll sideways.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from rich.cells import cell_len
@@ -20,7 +20,7 @@ from rich.measure import Measurement
 from rich.text import Text
 from textual.render import measure
 from textual.widgets import DataTable
-from textual.widgets._data_table import default_cell_formatter
+from textual.widgets._data_table import RowKey, default_cell_formatter
 
 FLOOR = 20  # an elastic column never shrinks below this many cells (or its content's width)
 ELLIPSIS = "…"
@@ -87,10 +87,11 @@ class FitsWidth(DataTable[Any]):
     def on_resize(self) -> None:
         self.refit()
 
-    def watch_virtual_size(self) -> None:
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         # DataTable measures new rows' cells when idle, but a frame drawn before that (rows shown
-        # while the screen lays out) stays in its line cache at the header's widths: columns cut to
-        # "mode" where "model" fits. Measured, the table's size changes: draw it afresh.
+        # while the screen lays out) stays in its line cache at the header's widths, columns cut to
+        # "mode" where "model" fits, unless the table's size changes. Once measured, draw afresh.
+        super()._update_dimensions(new_rows)
         self._clear_caches()
         self.refresh()
 
