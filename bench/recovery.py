@@ -6,7 +6,9 @@ scratch store holding the bundled model (`workbench models import smollm2`, once
 time, CPU time (user + system of that process and its children, from the OS: the machine is shared,
 so CPU time is the steadier figure) and peak memory (the job's, as the job row records it). A
 pipeline's CPU time adds up its steps from the base (a repair's own run reuses the statistics its cut
-cached, so cut + repair counts calibration once). Every model is evaluated with the fixed perplexity
+cached but gathers its Gram matrices in a pass of its own; in a store without the cut, and with no cut
+row in the JSON, `--only '40% uniform repair oneshot,...'` measures the repair straight from the base,
+its Gram matrices gathered in the calibration pass). Every model is evaluated with the fixed perplexity
 protocol (workbench/perplexity.py: the first 24 windows of 512 tokens) on WikiText-2 test and the
 held-out fifth of SMS, and on arc_easy and piqa with --limit documents.
 
@@ -48,7 +50,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=HEAL["lr"])
     parser.add_argument("--train", default=HEAL["train"])
     parser.add_argument("--tag", default="", help="appended to the heal rows' labels and model names, e.g. 64k")
-    parser.add_argument("--only", help="run only rows with these labels, e.g. '40% uniform repair oneshot'")
+    parser.add_argument("--only", help="run only rows with these labels, e.g. '40%% uniform repair oneshot'")
     parser.add_argument("--optipfair-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.optipfair_worker:
@@ -62,7 +64,7 @@ def main() -> None:
         "heal": heal | {"data": "wikitext2 (validation)", "teacher": "the base", "schedule": "5% warmup, cosine"},
         "perplexity_protocol": "first 24 windows of 512 tokens, each scored alone",
         "lm_eval_limit": args.limit,
-        "threads": os.cpu_count(),
+        "threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())),
     }
     rows = summary.setdefault("rows", [])
     done = {r["label"] for r in rows}
