@@ -312,9 +312,10 @@ def heal(
         trainer.remove_callback(quiet)
     if len(model_devices(teacher)) == 1:  # (a spread teacher stays spread: its hooks move its inputs)
         teacher.to(args.device)
+    tokens_seen = steps * spec.batch_size * spec.seq_len
     progress.stage("heal", total=steps, message=f"{steps} steps of {spec.batch_size} x {spec.seq_len} tokens")
-    log.info("heal: %d steps, %d tokens, %.2f passes over %s (%d tokens)", steps, steps * spec.batch_size *
-             spec.seq_len, steps * spec.batch_size * spec.seq_len / available, checked.source, available)
+    log.info("heal: %d steps, %d tokens, %.2f passes over %s (%d tokens)", steps, tokens_seen,
+             tokens_seen / available, checked.source, available)
     try:
         with model_io._quiet_transformers():  # no progress bars from checkpoint saves
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -336,7 +337,6 @@ def heal(
     model.requires_grad_(False)
 
     progress.stage("save")
-    tokens_seen = steps * spec.batch_size * spec.seq_len
     seconds = time.perf_counter() - started
     record = HealRun(
         model_id=student_row.id,

@@ -157,6 +157,7 @@ def repair(
 
     def fix(index: int, gram: torch.Tensor) -> None:
         plan, mlp = plans[index], mlps[index]
+        gram = gram.to(torch.float64)  # once: the refit and both errors read it in float64
         down = mlp.down_proj.weight.float()
         keep = plan.keep.to(down.device)  # each layer on its own device (a model spread over GPUs)
         plain = down[:, keep]
