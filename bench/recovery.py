@@ -86,6 +86,7 @@ def main() -> None:
         row |= measured
         parent = next((r for r in rows if r["label"] == step.get("after")), None)
         row["pipeline_cpu_s"] = row["cpu_s"] + (parent["pipeline_cpu_s"] if parent else 0.0)
+        row["pipeline_wall_s"] = row["wall_s"] + (parent["pipeline_wall_s"] if parent else 0.0)
         row |= wb.evaluate(step["model"], args)
         _record(rows, summary, row)
     print(markdown(rows))
@@ -224,15 +225,16 @@ def optipfair_worker(job: dict) -> None:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| configuration | parameters | WikiText-2 ppl | SMS ppl | arc_easy acc | piqa acc | step CPU (s) "
-        "| step wall (s) | pipeline CPU (s) | peak memory |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| step wall (s) | pipeline CPU (s) | pipeline wall (s) | peak memory |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         peak = f"{r['peak_memory_bytes'] / 2**30:.1f} GiB" if r.get("peak_memory_bytes") else "-"
-        cpu, wall, pipeline = (f"{r[k]:.0f}" if k in r else "-" for k in ("cpu_s", "wall_s", "pipeline_cpu_s"))
+        cpu, wall, pipeline, pipeline_wall = (f"{r[k]:.0f}" if k in r else "-"
+                                              for k in ("cpu_s", "wall_s", "pipeline_cpu_s", "pipeline_wall_s"))
         lines.append(
             f"| {r['label']} | {r['parameters'] / 1e6:.1f}M | {r['ppl_wikitext2']:.2f} | {r['ppl_sms']:.2f} "
-            f"| {r['arc_easy']:.3f} | {r['piqa']:.3f} | {cpu} | {wall} | {pipeline} | {peak} |"
+            f"| {r['arc_easy']:.3f} | {r['piqa']:.3f} | {cpu} | {wall} | {pipeline} | {pipeline_wall} | {peak} |"
         )
     return "\n".join(lines)
 

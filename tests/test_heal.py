@@ -49,6 +49,25 @@ def kl_on(model, teacher, ids: torch.Tensor) -> float:
         return float(kl_loss(model(ids).logits, teacher(ids).logits, 1.0))
 
 
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_chunked_kl_equals_the_plain_formula_in_value_and_gradient(temperature, dtype):
+    # 3 x 70 rows over a 50k vocabulary: several chunks, the last one partial.
+    gen = torch.Generator().manual_seed(0)
+    student = (torch.randn(3, 70, 50_000, generator=gen) * 3).to(dtype).requires_grad_(True)
+    teacher = (torch.randn(3, 70, 50_000, generator=gen) * 3).to(dtype)
+    s = torch.nn.functional.log_softmax(student.float() / temperature, dim=-1)
+    t = torch.nn.functional.log_softmax(teacher.float() / temperature, dim=-1)
+    plain = (t.exp() * (t - s)).sum(-1).mean() * temperature**2
+    (expected,) = torch.autograd.grad(plain, student)
+    ours = kl_loss(student, teacher, temperature)
+    (grad,) = torch.autograd.grad(ours * 1.5, student)
+    assert ours.dtype == torch.float32 and grad.dtype == dtype and grad.shape == student.shape
+    assert ours.item() == pytest.approx(plain.item(), rel=1e-5)
+    torch.testing.assert_close(grad.float(), 1.5 * expected.float(), rtol=1e-2 if dtype == torch.bfloat16 else 1e-4,
+                               atol=1e-9)
+
+
 def test_heal_lowers_the_kl_and_the_result_reloads_with_plain_transformers(tiny_model_dirs, tmp_path, capsys):
     location = tmp_path / "s"
     make_store(location, tiny_model_dirs["llama"])
