@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from store_fixtures import snapshot
@@ -251,10 +252,10 @@ def test_a_model_called_smollm2_from_elsewhere_is_never_taken_for_the_bundled_on
 
 
 def test_the_workbench_without_a_terminal_says_so_and_draws_nothing(tmp_path):
+    import signal
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
     location = tmp_path / "store"
     Store.open(location).close()
@@ -269,15 +270,30 @@ def test_the_workbench_without_a_terminal_says_so_and_draws_nothing(tmp_path):
                            "browser\n")
     assert files(location) == before
 
-    # On a terminal it starts (and closing the terminal ends it).
+    # On a terminal it starts, and closing the terminal ends it, even when it was started with
+    # hang-ups ignored (as under nohup).
     terminal = subprocess.Popen([sys.executable, str(Path(__file__).with_name("terminal.py")), str(screen),
-                                 sys.executable, "-m", "workbench", "--store", str(location)])  # fmt: skip
+                                 sys.executable, "-m", "workbench", "--store", str(location)],
+                                preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # fmt: skip
     deadline = time.monotonic() + 120
     while b"Models" not in (screen.read_bytes() if screen.exists() else b""):
         assert terminal.poll() is None and time.monotonic() < deadline, screen.read_bytes()[-2000:]
         time.sleep(0.2)
+    (app,) = map(int, Path(f"/proc/{terminal.pid}/task/{terminal.pid}/children").read_text().split())
     terminal.kill()
     terminal.wait()
+    deadline = time.monotonic() + 30
+    while _alive(app):
+        assert time.monotonic() < deadline, "the workbench outlived its terminal"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie nobody has reaped yet counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_url_store_whose_dialect_is_missing_says_so(tmp_path, capsys, monkeypatch):

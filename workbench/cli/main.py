@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from contextlib import suppress
 
@@ -96,6 +97,10 @@ def run_tui(args: argparse.Namespace) -> int:
             f"the terminal workbench needs a terminal: its {' and '.join(which)} {'are' if len(which) > 1 else 'is'} "
             "not one; run a command instead (`workbench --help` lists them), or `workbench serve` for a browser"
         )
+    # A hang-up must end the app even where SIGHUP came in ignored (`nohup`, some job runners):
+    # with its terminal gone it would only spin on a dead input.
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     from tui.app import run
 
     return run(store=getattr(args, "store", None), data_dir=getattr(args, "data_dir", None))
