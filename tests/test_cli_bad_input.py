@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 from store_fixtures import snapshot
 
@@ -279,21 +280,13 @@ def test_the_workbench_without_a_terminal_says_so_and_draws_nothing(tmp_path):
     while b"Models" not in (screen.read_bytes() if screen.exists() else b""):
         assert terminal.poll() is None and time.monotonic() < deadline, screen.read_bytes()[-2000:]
         time.sleep(0.2)
-    (app,) = map(int, Path(f"/proc/{terminal.pid}/task/{terminal.pid}/children").read_text().split())
+    (app,) = psutil.Process(terminal.pid).children()
     terminal.kill()
     terminal.wait()
     deadline = time.monotonic() + 30
-    while _alive(app):
+    while jobs.process_alive(app.pid, None):
         assert time.monotonic() < deadline, "the workbench outlived its terminal"
         time.sleep(0.2)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process runs (a zombie nobody has reaped yet counts as ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_url_store_whose_dialect_is_missing_says_so(tmp_path, capsys, monkeypatch):
