@@ -82,10 +82,16 @@ def work(location: str, go: str, out: str, host: str, hang: str | None = None) -
         with store_.write() as session:
             queries.add_evaluations(session, [eval_row(base.id, job_id=job.id, value=float(job.id))])
             if hang:
-                Path(hang).write_text(str(job.id))
+                _mark(hang, job.id)
                 time.sleep(600)
         jobs.finish(store_, job.id, "done", "done")
     Path(out).write_text(json.dumps({"ids": claimed, "seconds": time.time() - began}))
+
+
+def _mark(path: str, job_id: int) -> None:
+    """Tell the test which job hangs: written aside and renamed, so the test never reads it half written."""
+    Path(path + ".part").write_text(str(job_id))
+    os.replace(path + ".part", path)
 
 
 def _wait_for(go: str) -> None:
@@ -102,7 +108,7 @@ def write_and_hang(location: str, mark: str) -> None:
     assert job is not None
     with store.new_artifact("models") as artifact:
         (artifact.path / "model.safetensors").write_bytes(b"\0" * 4096)
-        Path(mark).write_text(str(job.id))
+        _mark(mark, job.id)
         time.sleep(600)
 
 
