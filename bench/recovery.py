@@ -37,7 +37,7 @@ OUT = RESULTS / "recovery.json"
 REPO = Path(__file__).resolve().parents[1]
 CALIBRATION = ["--calibration", "wikitext2", "--samples", "32", "--seq-len", "512"]
 TASKS = "ppl:wikitext2,ppl:sms,arc_easy,piqa"
-HEAL = {"tokens": 16384, "seq_len": 256, "batch_size": 4, "lr": 3e-4, "train": "all"}
+HEAL = {"tokens": 16384, "seq_len": 256, "batch_size": 4, "lr": 3e-4, "train": "all", "ce_weight": 0.5}
 
 
 def main() -> None:
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--heal-tokens", type=int, default=HEAL["tokens"])
     parser.add_argument("--lr", type=float, default=HEAL["lr"])
     parser.add_argument("--train", default=HEAL["train"])
+    parser.add_argument("--ce-weight", type=float, default=HEAL["ce_weight"])
     parser.add_argument("--tag", default="", help="appended to the heal rows' labels and model names, e.g. 64k")
     parser.add_argument("--only", help="run only rows with these labels, e.g. '40%% uniform repair oneshot'")
     parser.add_argument("--optipfair-worker", help=argparse.SUPPRESS)
@@ -56,7 +57,7 @@ def main() -> None:
     if args.optipfair_worker:
         optipfair_worker(json.loads(args.optipfair_worker))
         return
-    heal = HEAL | {"tokens": args.heal_tokens, "lr": args.lr, "train": args.train}
+    heal = HEAL | {"tokens": args.heal_tokens, "lr": args.lr, "train": args.train, "ce_weight": args.ce_weight}
     summary = json.loads(OUT.read_text()) if OUT.is_file() else {}
     summary |= {
         "model": "SmolLM2-135M-Instruct (bundled GGUF Q4_1, dequantised to float32), CPU, float32",
@@ -81,7 +82,7 @@ def main() -> None:
             continue
         row = {k: v for k, v in step.items() if k != "command"}
         if step["step"].endswith("heal"):
-            row["heal_tokens"] = heal["tokens"]
+            row["heal_tokens"], row["ce_weight"] = heal["tokens"], heal["ce_weight"]
         measured = wb.optipfair(step) if step["step"] == "optipfair" else wb.step(step["command"])
         row |= measured
         parent = next((r for r in rows if r["label"] == step.get("after")), None)
@@ -106,7 +107,7 @@ def _plan(percents: list[float], allocations: list[str], heal: dict, tag: str = 
     steps = []
     heal_args = ["--data", "wikitext2", "--tokens", str(heal["tokens"]), "--seq-len", str(heal["seq_len"]),
                  "--batch-size", str(heal["batch_size"]), "--lr", str(heal["lr"]), "--train", heal["train"],
-                 "--device", "cpu"]  # fmt: skip
+                 "--ce-weight", str(heal["ce_weight"]), "--device", "cpu"]  # fmt: skip
     for percent in percents:
         for allocation in allocations:
             at = f"{percent:g}% {allocation}"

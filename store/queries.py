@@ -159,6 +159,15 @@ class HealInfo:
     versions: dict[str, str]
     created_at: datetime
 
+    @property
+    def loss_name(self) -> str:
+        return loss_name(self.settings.get("ce_weight", 0.0))
+
+
+def loss_name(ce_weight: float) -> str:
+    """What a heal's loss curve measures: the KL divergence, or its mix with the cross-entropy (--ce-weight)."""
+    return f"{1 - ce_weight:g} KL + {ce_weight:g} CE" if ce_weight else "KL"
+
 
 @dataclass(frozen=True)
 class EvaluationInfo:

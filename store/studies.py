@@ -274,6 +274,7 @@ def matching_heals(
     lr: float,
     temperature: float,
     train: str,
+    ce_weight: float,
 ) -> list[HealInfo]:
     """Heals of this model with exactly these settings whose result is still stored, newest first:
     what a sweep reuses instead of healing again."""
@@ -283,4 +284,5 @@ def matching_heals(
         h.seq_len == seq_len, h.batch_size == batch_size, h.lr == lr, h.temperature == temperature, h.train == train,
     ).order_by(h.id.desc())  # fmt: skip
     with _reading(source) as session:
-        return [HealInfo(*row) for row in _rows(session, stmt)]
+        found = [HealInfo(*row) for row in _rows(session, stmt)]
+    return [h for h in found if h.settings.get("ce_weight", 0.0) == ce_weight]  # (a setting kept in the JSON)

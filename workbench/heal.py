@@ -1,8 +1,9 @@
 """Heal: distil a teacher (by default the model's parent) into a pruned model, and store the result.
 
 The loss is the KL divergence between the teacher's and the student's next-token distributions at
-temperature T (times T^2, as in Hinton et al.), over every token of consecutive windows of the text
-source's calibration part (never the part perplexity reads: see texts.py). transformers' Trainer runs
+temperature T (times T^2, as in Hinton et al.), mixed with the cross-entropy on the text's own next
+tokens (`ce_weight` of the loss, Hinton et al.'s hard targets), over every token of consecutive windows
+of the text source's calibration part (never the part perplexity reads: see texts.py). transformers' Trainer runs
 the loop (AdamW, warmup then cosine decay, checkpoints, resuming, seeded data order); this module
 adds only what it lacks: the distillation loss, the job's progress and cancel checks, checkpoints
 every few minutes of wall time, and the record.
@@ -158,54 +159,92 @@ def _refuse_if_too_big(spec: HealSpec, student: ModelInfo, teacher: ModelInfo, d
 
 def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Mean over tokens of KL(teacher || student) at temperature T, times T^2, in float32."""
-    return _ChunkedKL.apply(student_logits, teacher_logits, temperature)
+    return distillation_loss(student_logits, teacher_logits, temperature)
 
 
-class _ChunkedKL(torch.autograd.Function):
-    """The KL divergence a block of rows (about 4M logits) at a time, its gradient worked out in the same pass.
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    input_ids: torch.Tensor | None = None,
+    ce_weight: float = 0.0,
+) -> torch.Tensor:
+    """(1 - w) T^2 KL(teacher || student) + w CE, in float32: the KL averaged over every token, the
+    cross-entropy (at temperature 1, Hinton et al.'s hard targets) over every token whose next token
+    is in its window, `input_ids` shifted by one."""
+    targets = None
+    if ce_weight:
+        targets = torch.full(input_ids.shape, -1, dtype=torch.long, device=input_ids.device)
+        targets[..., :-1] = input_ids[..., 1:]  # the last token of a window predicts nothing here
+    return _ChunkedLoss.apply(student_logits, teacher_logits, temperature, targets, float(ce_weight))
+
+
+class _ChunkedLoss(torch.autograd.Function):
+    """The loss a block of rows (about 4M logits) at a time, its gradient worked out in the same pass.
 
     Why: over a 49k-token vocabulary the plain formula (two float32 log-softmaxes, the pointwise KL,
     autograd's softmax backward) makes a dozen full-size temporaries; on a 2-core CPU that took a
     fifth of each step. By rows, the temporaries stay small and the backward is one multiply."""
 
     @staticmethod
-    def forward(ctx, student_logits, teacher_logits, temperature):
+    def forward(ctx, student_logits, teacher_logits, temperature, targets, ce_weight):
         vocab = student_logits.shape[-1]
         student, teacher = student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab)
         tokens = student.shape[0]
         grad = torch.empty(student.shape, dtype=torch.float32, device=student.device)
-        total = torch.zeros((), dtype=torch.float64, device=student.device)
+        kl = torch.zeros((), dtype=torch.float64, device=student.device)
+        ce = torch.zeros((), dtype=torch.float64, device=student.device)
+        if targets is not None:
+            targets = targets.reshape(-1)
+            labelled = max(1, int((targets >= 0).sum()))
         rows = max(1, 2**22 // vocab)  # a 16 MiB float32 block
         for i in range(0, tokens, rows):
-            s = F.log_softmax(student[i : i + rows].float() / temperature, dim=-1)
+            block = student[i : i + rows].float()
+            s = F.log_softmax(block / temperature, dim=-1)
             t = F.log_softmax(teacher[i : i + rows].float() / temperature, dim=-1)
             p = t.exp()
-            total += (p * (t - s)).sum(dtype=torch.float64)
+            kl += (p * (t - s)).sum(dtype=torch.float64)
+            if targets is not None:
+                # d(CE)/d(logits) = softmax(logits) - onehot(target), averaged over the labelled tokens
+                target = targets[i : i + rows]
+                labelled_rows = (target >= 0).nonzero().squeeze(1)
+                log_q = s if temperature == 1 else F.log_softmax(block, dim=-1)
+                ce -= log_q[labelled_rows, target[labelled_rows]].sum(dtype=torch.float64)
+                ce_grad = log_q.exp()
+                ce_grad[labelled_rows, target[labelled_rows]] -= 1
+                ce_grad[target < 0] = 0
             # d(T^2 KL)/d(logits) = T (softmax(s / T) - softmax(t / T)), averaged over tokens
-            grad[i : i + rows] = s.exp_().sub_(p).mul_(temperature / tokens)
+            out = grad[i : i + rows]
+            torch.sub(s.exp_(), p, out=out).mul_((1 - ce_weight) * temperature / tokens)
+            if targets is not None:
+                out.add_(ce_grad, alpha=ce_weight / labelled)
         ctx.save_for_backward(grad)
         ctx.logits_shape, ctx.logits_dtype = student_logits.shape, student_logits.dtype
-        return (total * temperature**2 / tokens).float()
+        loss = (1 - ce_weight) * kl * temperature**2 / tokens
+        if targets is not None:
+            loss = loss + ce_weight * ce / labelled
+        return loss.float()
 
     @staticmethod
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        return (grad * grad_output).to(ctx.logits_dtype).view(ctx.logits_shape), None, None
+        return (grad * grad_output).to(ctx.logits_dtype).view(ctx.logits_shape), None, None, None, None
 
 
 class _Distiller(Trainer):
-    """Trainer whose loss is the KL divergence from the teacher's logits."""
+    """Trainer whose loss is the KL divergence from the teacher's logits (mixed with the cross-entropy on
+    the text's next tokens when ce_weight > 0)."""
 
-    def __init__(self, *args, teacher: PreTrainedModel, temperature: float, **kwargs) -> None:
+    def __init__(self, *args, teacher: PreTrainedModel, temperature: float, ce_weight: float, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.teacher, self.temperature = teacher, temperature
+        self.teacher, self.temperature, self.ce_weight = teacher, temperature, ce_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ids = inputs["input_ids"]
         outputs = model(input_ids=ids, use_cache=False)
         with torch.no_grad():
             teacher = self.teacher(input_ids=ids, use_cache=False).logits
-        loss = kl_loss(outputs.logits, teacher, self.temperature)
+        loss = distillation_loss(outputs.logits, teacher, self.temperature, ids, self.ce_weight)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -354,7 +393,7 @@ def heal(
     )
     callback = _JobCallback(progress, spec, spec.checkpoint_every_s)
     trainer = _Distiller(model=student, args=args, train_dataset=_Windows(checked.windows), teacher=teacher,
-                         temperature=spec.temperature, callbacks=[callback])
+                         temperature=spec.temperature, ce_weight=spec.ce_weight, callbacks=[callback])
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
     if len(model_devices(teacher)) == 1:  # (a spread teacher stays spread: its hooks move its inputs)
@@ -403,6 +442,7 @@ def heal(
         device=str(device),
         dtype=dtype_name(dtype),
         settings={"warmup": spec.warmup, "schedule": "cosine", "optimizer": "adamw", "weight_decay": 0.0,
+                  "ce_weight": spec.ce_weight,
                   "seed": spec.seed, "checkpoint_every_s": spec.checkpoint_every_s, "resumed_from_step": resumed_from,
                   "trained_parameters": trained, "save_dtype": dtype_name(save_dtype)},
         loss_curve=curve,

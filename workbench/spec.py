@@ -357,9 +357,10 @@ HEAL_TRAIN = {
 @dataclass(frozen=True)
 class HealSpec:
     """One heal request: distil `teacher` (default: the model's parent in the store) into `model`
-    on a text source's calibration part, KL divergence on the logits. The defaults are the best of the
-    settings bench/heal_tuning.py compared on held-out text for SmolLM2-135M at 40% (learning rate,
-    temperature, what trains, window shape: see README); other models may want others."""
+    on a text source's calibration part: KL divergence on the logits, mixed half and half with the
+    cross-entropy on the text's own next tokens. The defaults are the best of the settings
+    bench/heal_tuning.py compared on held-out text for SmolLM2-135M at 40% (learning rate, temperature,
+    the mix, what trains, window shape: see README); other models may want others."""
 
     model: str
     data: str
@@ -369,6 +370,7 @@ class HealSpec:
     batch_size: int = 4
     lr: float = 3e-4
     temperature: float = 1.0
+    ce_weight: float = 0.5  # share of the loss that is cross-entropy on the text's own next tokens
     train: str = "all"
     warmup: float = 0.05  # share of the steps the learning rate warms up over, then cosine decay to zero
     device: str = "auto"
@@ -388,6 +390,8 @@ class HealSpec:
             raise UserError(f"--lr must be a positive number, got {self.lr:g}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise UserError(f"--temperature must be a positive number, got {self.temperature:g}")
+        if not (0 <= self.ce_weight <= 1):
+            raise UserError(f"--ce-weight must be a share of the loss, from 0 to 1, got {self.ce_weight:g}")
         if not (0 <= self.warmup < 1):
             raise UserError(f"--warmup must be a share of the steps, at least 0 and below 1, got {self.warmup:g}")
         self.lora_rank  # noqa: B018  (checks --train)

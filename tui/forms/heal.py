@@ -52,7 +52,7 @@ class HealPlan:
         return (
             f"{teacher.name} teaches {student.name} ({count(student.parameters)} parameters), saved as {self.name}\n"
             f"{s.tokens:,} tokens in {s.steps:,} steps of {s.batch_size} × {s.seq_len}; trains {train}, "
-            f"lr {s.lr:g}, temperature {s.temperature:g}\n"
+            f"lr {s.lr:g}, temperature {s.temperature:g}, loss {queries.loss_name(s.ce_weight)}\n"
             f"{s.data}: {self.text}"
         )
 
@@ -69,6 +69,7 @@ class HealForm(FormScreen):
         Wording("--batch-size", "batch-size", "the batch size"),
         Wording("--lr", "lr", "the learning rate"),
         Wording("--temperature", "temperature", "the temperature"),
+        Wording("--ce-weight", "ce-weight", "the CE weight"),
         Wording("--train", "lora-rank", "what trains"),
         Wording("--warmup", "warmup", "the warmup"),
         Wording("--checkpoint-every", "checkpoint-every", "the checkpoint interval"),
@@ -108,6 +109,8 @@ class HealForm(FormScreen):
             yield row("Batch size", entry("batch-size", str(HealSpec.batch_size), "windows per step"))
             yield row("Learning rate", entry("lr", f"{HealSpec.lr:g}", "the peak: warmup, then cosine decay to 0"))
             yield row("Temperature", entry("temperature", f"{HealSpec.temperature:g}"))
+            yield row("CE weight", entry("ce-weight", f"{HealSpec.ce_weight:g}"),
+                      hint("ce-info", "share of the loss that is cross-entropy on the text (the rest: KL)"))
             yield row("Train", choice("train", TRAIN, HealSpec.train), hint("train-info"))
             yield row("LoRA rank", entry("lora-rank", str(DEFAULT_RANK)), id="rank-row")
             with Vertical(id="advanced"):
@@ -185,6 +188,7 @@ class HealForm(FormScreen):
             batch_size=whole(value("batch-size"), "the batch size", "batch-size"),
             lr=number(value("lr"), "the learning rate", "lr"),
             temperature=number(value("temperature"), "the temperature", "temperature"),
+            ce_weight=number(value("ce-weight"), "the CE weight", "ce-weight"),
             train=train,
             warmup=number(value("warmup"), "the warmup", "warmup"),
             device=value("device"),

@@ -42,7 +42,8 @@ class LossCurve:
 
 
 def curve(heal: HealInfo) -> LossCurve:
-    return LossCurve(f"KL divergence (temperature {heal.temperature:g})",
+    name = "KL divergence" if heal.loss_name == "KL" else heal.loss_name
+    return LossCurve(f"{name} (temperature {heal.temperature:g})",
                      tuple((tokens, loss) for _, tokens, loss in heal.loss_curve))  # fmt: skip
 
 
@@ -51,7 +52,7 @@ def summary(heal: HealInfo) -> Text:
     text = Text("  ")
     if heal.loss_curve:
         first, last = heal.loss_curve[0][2], heal.loss_curve[-1][2]
-        text.append("KL ")
+        text.append(f"{heal.loss_name} ")
         text.append(f"{first:.4g} → {last:.4g}", "bold")
         if first:
             text.append(f" ({100 * (last - first) / first:+.0f}%)")
@@ -80,6 +81,8 @@ def settings(heal: HealInfo) -> Table:
         ("optimiser", f"{asked['optimizer']}, weight decay {asked.get('weight_decay', 0):g}" if "optimizer" in asked
          else ""),
         ("temperature", f"{heal.temperature:g}"),
+        ("cross-entropy", f"{asked['ce_weight']:g} of the loss, on the text's next tokens (the rest: the KL)"
+         if asked.get("ce_weight") else ""),
         ("train", heal.train),
         ("trained parameters", count(asked["trained_parameters"]) if "trained_parameters" in asked else ""),
         ("checkpoints", f"every {asked['checkpoint_every_s']:g} s" if "checkpoint_every_s" in asked else ""),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from store.queries import loss_name
 from workbench.cli.foreground import add_detach_option
 from workbench.spec import DEVICES, DTYPES, HEAL_TRAIN, HealSpec
 
@@ -11,7 +12,8 @@ EPILOG = """what trains (--train):
 {train}
 
 The loss is the KL divergence between the teacher's and the model's next-token distributions at
---temperature, over consecutive --seq-len windows of the source's calibration part (wikitext2:
+--temperature (with --ce-weight W, (1 - W) times it plus W times the cross-entropy on the text's own
+next tokens), over consecutive --seq-len windows of the source's calibration part (wikitext2:
 validation; sms: four fifths of the messages; a .txt/.jsonl file or hf:DATASET: all of it, which
 perplexity on the same source then overlaps, and studies flag). --tokens beyond what the source
 holds passes over it again. AdamW, linear warmup over --warmup of the steps, cosine decay to zero.
@@ -40,6 +42,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=HealSpec.batch_size, metavar="B", help="windows per step")
     p.add_argument("--lr", type=float, default=HealSpec.lr, help="peak learning rate (default %(default)g)")
     p.add_argument("--temperature", type=float, default=HealSpec.temperature, metavar="T")
+    p.add_argument("--ce-weight", type=float, default=HealSpec.ce_weight, metavar="W",
+                   help="share of the loss that is cross-entropy on the text's next tokens (default %(default)g)")
     p.add_argument("--train", default=HealSpec.train, metavar="all|mlp|lora:RANK", help="what trains (see below)")
     p.add_argument("--warmup", type=float, default=HealSpec.warmup, metavar="F", help="warmup share of the steps")
     p.add_argument("--checkpoint-every", type=float, default=HealSpec.checkpoint_every_s, metavar="S",
@@ -62,7 +66,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 def spec_from(args: argparse.Namespace) -> HealSpec:
     return HealSpec(
         model=args.model, data=args.data, tokens=args.tokens, teacher=args.teacher, seq_len=args.seq_len,
-        batch_size=args.batch_size, lr=args.lr, temperature=args.temperature, train=args.train, warmup=args.warmup,
+        batch_size=args.batch_size, lr=args.lr, temperature=args.temperature, ce_weight=args.ce_weight,
+        train=args.train, warmup=args.warmup,
         device=args.device, dtype=args.dtype, name=args.name, checkpoint_every_s=args.checkpoint_every,
         seed=args.seed,
     ).validate()  # fmt: skip
@@ -88,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
     r = job.result
     resumed = f", resumed at step {r['resumed_from_step']}" if r.get("resumed_from_step") else ""
     print(f"heal {r['heal_id']}: {r['student']} -> {r['model_name']} (model {r['model_id']}), teacher {r['teacher']}")
+    loss = loss_name(r["settings"]["ce_weight"])
     print(f"{r['tokens_seen']:,} tokens of {r['data']} ({r['passes']:.2f} passes), {r['steps']} steps{resumed}; "
-          f"KL {r['first_loss']:.4f} -> {r['last_loss']:.4f}; {r['seconds']:.0f}s on {r['device']} {r['dtype']}, "
+          f"{loss} {r['first_loss']:.4f} -> {r['last_loss']:.4f}; {r['seconds']:.0f}s on {r['device']} {r['dtype']}, "
           f"peak memory {r['peak_memory_bytes'] / 2**20:.0f} MiB")
     return 0
 
@@ -116,12 +122,13 @@ def run_listing(args: argparse.Namespace) -> int:
     from workbench.tabular import Column, Table, fixed
 
     rows = [asdict(h) | {"first": h.loss_curve[0][2] if h.loss_curve else None,
-                         "last": h.loss_curve[-1][2] if h.loss_curve else None} for h in heals]
+                         "last": h.loss_curve[-1][2] if h.loss_curve else None, "loss": h.loss_name} for h in heals]
     Table.of("heals", [
         Column("id", numeric=True), Column("model_name", "model"), Column("teacher_name", "teacher"),
         Column("result_name", "healed"), Column("data_source", "data"), Column("tokens_seen", "tokens", numeric=True),
-        Column("train"), Column("lr", numeric=True), Column("first", "KL first", fixed(4), numeric=True),
-        Column("last", "KL last", fixed(4), numeric=True), Column("seconds", "s", fixed(0), numeric=True),
+        Column("train"), Column("lr", numeric=True), Column("loss"),
+        Column("first", "", fixed(4), numeric=True), Column("last", "", fixed(4), numeric=True),
+        Column("seconds", "s", fixed(0), numeric=True),
     ], rows).render()  # fmt: skip
     return 0
 
@@ -137,7 +144,7 @@ def print_heal(heal) -> None:
     print(f"{heal.device} {heal.dtype}, {heal.seconds or 0:.0f}s{peak}; "
           + ", ".join(f"{k} {v}" for k, v in heal.versions.items()))
     if heal.loss_curve:
-        print("KL by step: " + loss_line(heal.loss_curve))
+        print(f"{heal.loss_name} by step: " + loss_line(heal.loss_curve))
 
 
 def loss_line(curve: list[list[float]], points: int = 12) -> str:

@@ -140,7 +140,7 @@ def show(args: argparse.Namespace) -> int:
     if detail.healed_by and detail.healed_by.loss_curve:
         from workbench.cli.heal import loss_line
 
-        print(f"\nKL by step: {loss_line(detail.healed_by.loss_curve)}")
+        print(f"\n{detail.healed_by.loss_name} by step: {loss_line(detail.healed_by.loss_curve)}")
     if detail.heals:
         print()
         print(f"heals of {m.name}: " + ", ".join(_heal_line(h) for h in detail.heals))

@@ -175,7 +175,7 @@ def plan(store: Store, request: SweepRequest, data: Path | None) -> SweepPlan:
                 h.heal = next(iter(studies.matching_heals(
                     store, c.run.result_model_id, data_source=source_name(spec.data), tokens=tokens,
                     seq_len=spec.seq_len, batch_size=spec.batch_size, lr=spec.lr, temperature=spec.temperature,
-                    train=spec.train)), None)  # fmt: skip
+                    train=spec.train, ce_weight=spec.ce_weight)), None)  # fmt: skip
             result.healed.append(h)
 
     models = [base.id] if base is not None else []
