@@ -195,7 +195,7 @@ class _ChunkedLoss(torch.autograd.Function):
         kl = torch.zeros((), dtype=torch.float64, device=student.device)
         ce = torch.zeros((), dtype=torch.float64, device=student.device)
         if targets is not None:
-            targets = targets.reshape(-1)
+            targets = targets.reshape(-1).to(student.device)  # (a spread model's logits are on its last GPU)
             labelled = max(1, int((targets >= 0).sum()))
         rows = max(1, 2**22 // vocab)  # a 16 MiB float32 block
         for i in range(0, tokens, rows):
