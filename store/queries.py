@@ -160,8 +160,13 @@ class HealInfo:
     created_at: datetime
 
     @property
+    def ce_weight(self) -> float:
+        """The cross-entropy's share of the loss (heals recorded before --ce-weight distilled alone)."""
+        return self.settings.get("ce_weight", 0.0)
+
+    @property
     def loss_name(self) -> str:
-        return loss_name(self.settings.get("ce_weight", 0.0))
+        return loss_name(self.ce_weight)
 
 
 def loss_name(ce_weight: float) -> str:

@@ -285,4 +285,4 @@ def matching_heals(
     ).order_by(h.id.desc())  # fmt: skip
     with _reading(source) as session:
         found = [HealInfo(*row) for row in _rows(session, stmt)]
-    return [h for h in found if h.settings.get("ce_weight", 0.0) == ce_weight]  # (a setting kept in the JSON)
+    return [h for h in found if h.ce_weight == ce_weight]  # (a setting kept in the JSON)

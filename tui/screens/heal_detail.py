@@ -81,8 +81,8 @@ def settings(heal: HealInfo) -> Table:
         ("optimiser", f"{asked['optimizer']}, weight decay {asked.get('weight_decay', 0):g}" if "optimizer" in asked
          else ""),
         ("temperature", f"{heal.temperature:g}"),
-        ("cross-entropy", f"{asked['ce_weight']:g} of the loss, on the text's next tokens (the rest: the KL)"
-         if asked.get("ce_weight") else ""),
+        ("cross-entropy", f"{heal.ce_weight:g} of the loss, on the text's next tokens (the rest: the KL)"
+         if heal.ce_weight else ""),
         ("train", heal.train),
         ("trained parameters", count(asked["trained_parameters"]) if "trained_parameters" in asked else ""),
         ("checkpoints", f"every {asked['checkpoint_every_s']:g} s" if "checkpoint_every_s" in asked else ""),
