@@ -26,6 +26,10 @@ os.environ.setdefault("WORKBENCH_DATA", str(DATA))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The workers a test's commands start end with their queue, as they did before workers stayed warm:
+# a warm one per test store would pile up processes importing torch on CI's two cores.
+# tests/test_jobs_warm.py sets it where it tests warm workers.
+os.environ["WORKBENCH_WARM_S"] = "0"
 
 FAMILIES = ("llama", "qwen2", "gemma3_text")
 TINY = dict(

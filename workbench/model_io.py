@@ -10,16 +10,14 @@ every later load is a fast safetensors load.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import transformers
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from sqlalchemy import select, update
 from transformers import (
     AutoConfig,
@@ -38,15 +36,14 @@ from workbench import per_layer_widths
 from workbench.architecture import count_parameters, facts, glu_mlps
 from workbench.devices import Placement
 from workbench.errors import UserError
+from workbench.model_files import TOKENIZER_FILES, check_weights, first_line, missing_folder
 from workbench.names import name_problem
 from workbench.progress import Progress
 from workbench.sources import (
     ImportRequest,
     ModelSource,
     bundled_gguf,
-    classify,
-    job_model,
-    job_reference,
+    lookup,
     lost_files,
     stored_already,
 )
@@ -164,70 +161,6 @@ class Target:
         return self._meta_model
 
 
-def missing_folder(store: Store, row: ModelInfo) -> str:
-    """What to say of a stored model whose folder was deleted by hand, and the ways out."""
-    again = f"; or `workbench models import {row.source_ref}` restores its files" if row.source != "pruned" else ""
-    return (f"model {row.name!r} (id {row.id}): its folder {store.model_path(row)} is missing: "
-            f"`workbench models rm {row.name}` removes its row{again}")
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
-GLU_WEIGHT = re.compile(r"(?:^|\.)layers\.(\d+)\.mlp\.(gate_proj|up_proj|down_proj)\.weight$")
-
-
-def check_weights(folder: Path, hidden: int, widths: list[int], expected: dict[str, tuple] | None = None) -> None:
-    """A model folder's weights, from their safetensors headers alone: there, whole (the header's
-    extent is the file's), and of the shapes the config gives (the GLU MLPs' always, every other
-    tensor's too when `expected` has them). Weights only in pytorch_model.bin are not looked into."""
-    shapes = _weight_shapes(folder)
-    if shapes is None:
-        return
-    glu = {(int(m.group(1)), m.group(2)): key for key in shapes if (m := GLU_WEIGHT.search(key))}
-    if not glu:
-        raise UserError(f"{folder}: its weights hold no GLU MLP weights (model.layers.N.mlp.gate_proj.weight)")
-    wanted = dict(expected or {})
-    for layer, width in enumerate(widths):
-        rows_cols = {"gate_proj": (width, hidden), "up_proj": (width, hidden), "down_proj": (hidden, width)}
-        for part, shape in rows_cols.items():
-            key = glu.get((layer, part))
-            if key is None:
-                raise UserError(f"{folder}: its weights lack layer {layer}'s {part} ({len(widths)} in config.json)")
-            wanted[key] = shape
-    for key, shape in shapes.items():
-        if key in wanted and wanted[key] != shape:
-            raise UserError(f"{folder}: weight {key} has shape {list(shape)}, but config.json says "
-                            f"{list(wanted[key])}: the weights and the config do not belong together")
-
-
-def _weight_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:
-    """Every tensor's shape in the folder's safetensors files (None when its weights are only in
-    pytorch_model.bin); UserError when they are missing, truncated or their header is damaged."""
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise UserError(f"{index} is damaged: not a safetensors index") from None
-        files = [folder / n for n in names]
-    elif (folder / "model.safetensors").is_file():
-        files = [folder / "model.safetensors"]
-    elif (folder / "pytorch_model.bin").is_file() or (folder / "pytorch_model.bin.index.json").is_file():
-        return None
-    else:
-        raise UserError(f"{folder} holds no weights (no model.safetensors or pytorch_model.bin)")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file in files:
-        if not file.is_file():
-            raise UserError(f"{folder} lacks {file.name}, which its model.safetensors.index.json names")
-        try:
-            with safe_open(file, framework="pt") as weights:
-                for key in weights.keys():  # noqa: SIM118 (a safe_open handle is no mapping)
-                    shapes[key] = tuple(weights.get_slice(key).get_shape())
-        except Exception as e:  # SafetensorError: a truncated file, a damaged header
-            raise UserError(f"{file} is damaged or truncated ({_first_line(e)})") from None
-    return shapes
-
-
 @torch.no_grad()
 def require_finite(model: PreTrainedModel, label: str) -> None:
     """UserError naming the first weight that holds a NaN or an infinity: scores made from it
@@ -242,14 +175,7 @@ def require_finite(model: PreTrainedModel, label: str) -> None:
 def resolve(store: Store, model: str) -> Target:
     """What MODEL names: the model a job made (`job:N`), a stored model (by name, id, or the
     source it was imported from), else a source to import."""
-    job_id = job_reference(model)
-    if job_id is not None:
-        return Target(job_model(store, job_id))
-    stored = queries.find_model(store, model)
-    if stored is not None:
-        return Target(stored)
-    source = classify(model)
-    return Target(queries.model_by_source(store, source.kind, source.ref), source)
+    return Target(*lookup(store, model))
 
 
 def check_import(store: Store, request: ImportRequest) -> ModelInfo | None:
@@ -427,8 +353,8 @@ def _gguf_trouble(path: Path, error: Exception) -> str:
     try:
         GGUFReader(path)
     except Exception as e:  # a damaged header or metadata, whatever the reader trips on
-        return f"its header or metadata is damaged ({type(e).__name__}: {_first_line(e)})"
-    return _first_line(error)
+        return f"its header or metadata is damaged ({type(e).__name__}: {first_line(e)})"
+    return first_line(error)
 
 
 def _source_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
@@ -453,12 +379,7 @@ def _guarded(source: ModelSource | str | None, read):
         raise
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         what = source.ref if isinstance(source, ModelSource) else source or "model"
-        raise UserError(f"cannot load {what}: {_first_line(e)}") from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+        raise UserError(f"cannot load {what}: {first_line(e)}") from None
 
 
 def _load_gguf(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

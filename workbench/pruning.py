@@ -18,7 +18,6 @@ to the saved dtype.
 from __future__ import annotations
 
 import gc
-import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,7 @@ from store import bitset, queries
 from store.db import Store
 from store.queries import ModelInfo
 from store.tables import LayerRetention, Model, PruningRun
-from workbench import calibration, model_io, repair
+from workbench import calibration, model_io, prune_request, repair
 from workbench.architecture import count_parameters, glu_mlps
 from workbench.calibration import ActivationStats
 from workbench.devices import MemoryMeter, dtype_name, place, resolve_device, resolve_dtype
@@ -208,19 +207,6 @@ def prune(
     )
 
 
-def check_out(out: Path) -> None:
-    """--out: a folder that is new or empty, and can be written (checked before queueing)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        raise UserError(f"--out {out} is not empty")
-    nearest = next(p for p in (out, *out.parents) if p.exists())
-    if not nearest.is_dir():
-        raise UserError(f"--out {out}: {nearest} is a file, not a folder")
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: {nearest} cannot be written")
-
-
 def copy_out(folder: Path, out: Path, what: str) -> None:
     """Copy a saved model to --out; when that fails, the copy goes and the job fails saying what
     was made all the same (it stays in the store)."""
@@ -248,13 +234,11 @@ def check_request(spec: PruneSpec, store: Store, data: Path | None = None) -> st
 def _checked(
     spec: PruneSpec, store: Store, data: Path | None
 ) -> tuple[TextSource | None, model_io.Target, list[int], torch.Tensor | None, torch.device]:
-    spec.validate()
+    prune_request.check_request(spec, store, data)  # the request, a stored model's files, the name
     text = load_source(spec.calibration_source, data) if spec.calibrated else None
     target = model_io.resolve(store, spec.model)
-    hidden, widths = target.check(store)  # its files: folder, weights' headers, tokenizer
+    hidden, widths = target.check(store)  # a source's too: its config, files and tokenizer
     planned_widths(spec, hidden, widths)  # a target the model cannot meet fails here
-    if spec.name is not None and queries.find_model(store, spec.name) is not None:
-        raise UserError(f"the store already has a model named {spec.name!r}: choose another --name")
     sequences = None
     if text is not None:
         tokenizer = target.tokenizer(store)

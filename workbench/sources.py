@@ -85,6 +85,20 @@ def job_model(store: Store, job_id: int) -> ModelInfo:
     return model
 
 
+def lookup(store: Store, model: str) -> tuple[ModelInfo | None, ModelSource | None]:
+    """What MODEL names: the model a job made (`job:N`) or a stored model (by name or id), with no
+    source; else the source it names, with its row when it was imported before (UserError for what
+    names nothing)."""
+    job_id = job_reference(model)
+    if job_id is not None:
+        return job_model(store, job_id), None
+    stored = queries.find_model(store, model)
+    if stored is not None:
+        return stored, None
+    source = classify(model)
+    return queries.model_by_source(store, source.kind, source.ref), source
+
+
 def classify(model: str) -> ModelSource:
     """What kind of source a MODEL argument that is not in the store names."""
     if model == BUNDLED:

@@ -1,9 +1,14 @@
 """A CLI request (`prune`, `eval`) as a job: in the foreground with a progress bar, or --detach.
 
-Foreground: the job is queued, then run in this process when this host has a free slot (one at
-a time by default), else left to a job process (`ensure_worker`) while this one shows its
-progress from the job row. Ctrl-C (or SIGTERM) cancels the job either way (a second one, while a
-worker's job stops, stops waiting). A job running here survives its terminal closing: on SIGHUP its
+Foreground: the job is queued, then left to the host's worker when one runs (its job process is
+warm: torch and the engine imported, which would take this process seconds), else run in this
+process when this host has a free slot (one at a time by default), else left to a job process
+(`ensure_worker`), this one showing its progress from the job row. After running a job itself, it
+starts a worker that stays warm for the next command ($WORKBENCH_WARM_S, see workbench.jobs.worker).
+A host of several GPUs is the exception: a job run here takes them all (a model may spread over
+them), a worker's job one slot, so there the job runs here and no worker is started for it.
+Ctrl-C (or SIGTERM) cancels the job either way (a second one, while a worker's job stops, stops
+waiting). A job running here survives its terminal closing: on SIGHUP its
 output goes nowhere and the job finishes and records its outcome.
 
 --detach: queue, make sure a worker runs, print the job id, return.
@@ -28,7 +33,7 @@ from store.db import Store, StoreError
 from store.jobs import JobInfo
 from workbench.cli.common import TerminalProgress
 from workbench.errors import UserError
-from workbench.jobs import ensure_worker, submit
+from workbench.jobs import ensure_worker, submit, worker_running
 from workbench.jobs.gpus import HostGpus, visible_gpus
 
 log = logging.getLogger("workbench.jobs")
@@ -79,9 +84,15 @@ def run_as_job(
         with _terminate_interrupts(), TerminalProgress(enabled=bar) as progress:
             # Only on an idle host; then the job takes every GPU (it may spread a model over them).
             gpus = HostGpus.whole(visible_gpus())
-            job = jobs.claim(store, os.getpid(), job_id=job_id, max_running=1, place=gpus.place if gpus.slots else None)
+            several_gpus = len(gpus.visible) > 1
+            job = None
+            if several_gpus or not worker_running(store):
+                job = jobs.claim(store, os.getpid(), job_id=job_id, max_running=1,
+                                 place=gpus.place if gpus.slots else None)
             if job is not None:
                 job = _run_here(store, job, progress)
+                if not several_gpus and job.status != "cancelled":
+                    ensure_worker(store, warm=True)
             else:
                 ensure_worker(store)
                 job = _watch(store, job_id, progress)

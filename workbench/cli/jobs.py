@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -62,6 +63,12 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "when needed.",
     )
     p.add_argument("--follow", action="store_true", help="stay and wait for new jobs")
+    p.add_argument(
+        "--warm", type=float, default=0.0, metavar="SECONDS",
+        help="once the queue is empty, keep a job process ready (torch and the engine imported, one per "
+        "GPU) and wait this long for more work before exiting, so that the next job starts at once "
+        "(default 0; the job processes the workbench starts itself wait $WORKBENCH_WARM_S, default 600)",
+    )
     p.add_argument(
         "--gpus", default="all", metavar="LIST",
         help="the GPUs to run jobs on, one job per GPU at once: all (default: every GPU of the host), none, "
@@ -265,6 +272,8 @@ class _Watch:
 def work(args: argparse.Namespace) -> int:
     if args.max_parallel is not None and args.max_parallel < 1:
         raise UserError(f"--max-parallel must be at least 1, got {args.max_parallel}")
+    if not 0 <= args.warm < float("inf"):
+        raise UserError(f"--warm must be seconds (0 or more), got {args.warm:g}")
     from workbench.jobs.gpus import HostGpus, parse_slots, visible_gpus
     from workbench.jobs.worker import work as run_worker
 
@@ -276,8 +285,9 @@ def work(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     store.require_writable()  # (a worker claims jobs: writes)
-    if gpus.slots:
-        say(f"one job at a time on each of {', '.join(s.label for s in gpus.slots)}")
-    ran = run_worker(store, follow=args.follow, max_parallel=args.max_parallel, gpus=gpus, say=say)
-    say(f"queue empty after {ran} job{'s' * (ran != 1)}: worker exits")
+    say(f"worker pid {os.getpid()}" + (f", one job at a time on each of {', '.join(s.label for s in gpus.slots)}"
+                                        if gpus.slots else ""))
+    ran = run_worker(store, follow=args.follow, warm=args.warm, max_parallel=args.max_parallel, gpus=gpus, say=say)
+    idle = f" and {args.warm:g} s without work" if args.warm else ""
+    say(f"queue empty after {ran} job{'s' * (ran != 1)}{idle}: worker exits")
     return 0

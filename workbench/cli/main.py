@@ -128,6 +128,9 @@ def _run(argv: list[str] | None) -> int:
         args = build_parser().parse_args(argv)
     handler = getattr(args, "func", run_tui)
     try:
+        from workbench.jobs.worker import warm_seconds
+
+        warm_seconds()  # read by whatever starts a worker, the TUI included: a bad value stops here
         return handler(args) or 0
     except UserError as e:
         _remove_unused_stores()

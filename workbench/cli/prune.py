@@ -103,17 +103,22 @@ def spec_from(args: argparse.Namespace) -> PruneSpec:
 def run(args: argparse.Namespace) -> int:
     """Runs as a job (see workbench.cli.foreground); the report is the job's result."""
     spec = spec_from(args)
+    from workbench import prune_request
     from workbench.cli.common import open_store, print_json
     from workbench.cli.foreground import run_as_job
-    from workbench.pruning import check_out, check_request
 
     if args.out is not None:
-        check_out(args.out.absolute())
+        prune_request.check_out(args.out.absolute())
     from workbench.texts import data_dir
 
     store = open_store(args, create=True)
     data = data_dir(getattr(args, "data_dir", None))
-    check_request(spec, store, data)  # bad input fails here, before a job row exists
+    # Bad input fails here, before a job row exists; the engine is imported only for what the
+    # light check cannot tell (a model to import first, say): a job process may have it already.
+    if not prune_request.check_request(spec, store, data):
+        from workbench.pruning import check_request
+
+        check_request(spec, store, data)
     job = run_as_job(args, store, "prune", spec.to_dict(), data=data, out=args.out, bar=not args.json)
     if job is None:  # --detach
         return 0

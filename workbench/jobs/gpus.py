@@ -20,6 +20,7 @@ else every NVIDIA GPU the driver lists (/proc/driver/nvidia/gpus, else `nvidia-s
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -61,6 +62,16 @@ def visible_gpus(environ: Mapping[str, str] = os.environ, driver: Path = DRIVER)
             return []
         return [str(i) for i in range(sum(line.startswith("GPU ") for line in out.splitlines()))]
     return []
+
+
+def check_device(device: str) -> None:
+    """A device this machine lacks, as far as shows without torch: no GPU the driver lists for
+    `cuda`, not Apple silicon for `mps` (a torch built without CUDA on a GPU host shows only in the
+    job, which then fails saying so)."""
+    if device == "cuda" and not visible_gpus():
+        raise UserError("device cuda is not available on this machine")
+    if device == "mps" and not (platform.system() == "Darwin" and platform.machine() == "arm64"):
+        raise UserError("device mps is not available on this machine")
 
 
 def parse_slots(text: str, count: int) -> list[Slot]:

@@ -7,6 +7,14 @@ the job does not honour in time ends by terminating the process. The child beats
 progress itself; the worker watches for children that end without recording an outcome, and
 escalates cancels: SIGTERM after TERMINATE_AFTER_S, SIGKILL after KILL_AFTER_S.
 
+A job process spends seconds importing torch and transformers before its job starts. With `warm`
+seconds (`jobs work --warm S`; the workers ensure_worker starts take $WORKBENCH_WARM_S, default
+WARM_S), a worker whose queue is empty keeps a job process started ahead of its job, one per slot,
+with the engine imported (`workbench.jobs.child --warm`), and hands the next job to it through
+its stdin; it waits that long for more work before it exits. A foreground CLI leaves its job to such
+a worker rather than importing the engine itself. A warm process ends with its worker (it reads the
+end of its stdin), so none outlives the worker that started it.
+
 Every worker holds a shared lock on <store>/worker.<host>.lock while it may still claim work.
 `ensure_worker` probes that lock: when no worker on this host holds it and work is queued, it
 starts one in a session of its own (no terminal: closing the one that asked does not end it). A
@@ -19,6 +27,7 @@ host must not stop another host from starting its own.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -33,12 +42,14 @@ from pathlib import Path
 from store import jobs
 from store.db import Store, StoreError, host_name
 from store.jobs import JobInfo
+from workbench.errors import UserError
 from workbench.jobs.gpus import HostGpus
 
 POLL_S = 0.5
 RECOVER_EVERY_S = 10.0  # jobs of processes that died elsewhere (e.g. a killed foreground CLI)
 TERMINATE_AFTER_S = 10.0  # after the cancel was asked, if the job has not stopped by itself
 KILL_AFTER_S = 15.0
+WARM_S = 600.0  # how long the workers ensure_worker starts stay warm for more work (WORKBENCH_WARM_S)
 
 _started: list[subprocess.Popen[bytes]] = []  # workers this process started (reaped when done)
 
@@ -53,13 +64,31 @@ def log_path(store: Store) -> Path:
     return store.root / f"worker.{host_name()}.log"
 
 
-def ensure_worker(store: Store) -> bool:
-    """Start a detached `workbench jobs work` when jobs are queued and no worker is running;
-    whether it started one. Light and quick: the TUI calls it after queueing, and whatever shows
-    jobs calls it too, so that work left queued when a worker was killed is taken up again. A
-    store this process cannot write gets none (its worker could not claim a thing)."""
+def warm_seconds() -> float:
+    """How long the workers ensure_worker starts stay warm once their queue is empty: $WORKBENCH_WARM_S
+    (0: they exit at once, and keep no job process ahead of its job), else WARM_S."""
+    text = os.environ.get("WORKBENCH_WARM_S", "").strip()
+    if not text:
+        return WARM_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise UserError(f"WORKBENCH_WARM_S must be seconds (0 or more), got {text!r}")
+    return seconds
+
+
+def ensure_worker(store: Store, *, warm: bool = False) -> bool:
+    """Start a detached `workbench jobs work` when jobs are queued (with `warm`, also when none is,
+    if workers stay warm: for the next command) and no worker is running; whether it started one.
+    Light and quick: the TUI calls it after queueing, and whatever shows jobs calls it too, so that
+    work left queued when a worker was killed is taken up again. A store this process cannot write
+    gets none (its worker could not claim a thing)."""
     _started[:] = [p for p in _started if p.poll() is None]
-    if store.read_only or not jobs.count_jobs(store, "queued"):
+    if store.read_only:
+        return False
+    if not (warm and warm_seconds() > 0) and not jobs.count_jobs(store, "queued"):
         return False
     with lock_path(store).open("a") as lock:
         try:
@@ -70,7 +99,7 @@ def ensure_worker(store: Store) -> bool:
         with log_path(store).open("ab") as output:
             _started.append(
                 subprocess.Popen(
-                    [sys.executable, "-P", "-m", "workbench", "jobs", "work"],
+                    [sys.executable, "-P", "-m", "workbench", "jobs", "work", "--warm", f"{warm_seconds():g}"],
                     env=os.environ | store.environment(),
                     cwd=store.root,
                     stdin=subprocess.DEVNULL,
@@ -105,11 +134,13 @@ def work(
     store: Store,
     *,
     follow: bool = False,
+    warm: float = 0.0,
     max_parallel: int | None = None,
     gpus: HostGpus | None = None,
     say: Callable[[str], None] = print,
 ) -> int:
-    """Claim and run queued jobs until the queue is empty (with `follow`, until interrupted).
+    """Claim and run queued jobs until the queue is empty (with `follow`, until interrupted; with
+    `warm` seconds, until it has been empty that long, keeping job processes warm meanwhile).
     With GPUs, each job runs on a slot of `gpus` that no other job on this host uses (see
     workbench.jobs.gpus), at most one per slot; without, at most `max_parallel` (default 1) at
     once on this host, counting other workers' and foreground CLIs'. Returns how many jobs it ran."""
@@ -119,8 +150,9 @@ def work(
     lock = lock_path(store).open("a")
     fcntl.flock(lock, fcntl.LOCK_SH)
     children: dict[int, _Child] = {}
+    spares = _WarmProcesses(store, gpus, say) if warm > 0 else None
     ran = 0
-    recovered_at = time.monotonic()
+    recovered_at = idle_since = time.monotonic()
     try:
         while True:
             _reap(store, children, say)
@@ -133,18 +165,28 @@ def work(
                 if job is None:
                     break
                 ran += 1
-                child = _spawn(store, job, gpus.environment(job.device) if gpus is not None else {})
+                spare = spares.take(job.device if place else None) if spares is not None else None
+                child = _spawn(store, job, gpus.environment(job.device) if gpus is not None else {}, spare)
                 if child is None:
                     say(f"job {job.id} failed: its process could not start")
                     continue
                 children[job.id] = child
                 where = f" on {job.device}" if place else ""
-                say(f"job {job.id} ({job.kind}) started: pid {child.process.pid}{where}")
-            if not children and not follow and not jobs.count_jobs(store, "queued"):
+                how = " (warm)" if child.process is spare else ""
+                say(f"job {job.id} ({job.kind}) started: pid {child.process.pid}{where}{how}")
+            if children or jobs.count_jobs(store, "queued"):
+                idle_since = time.monotonic()
+            elif not follow and time.monotonic() - idle_since >= warm:
+                if spares is not None:
+                    spares.dismiss()
                 fcntl.flock(lock, fcntl.LOCK_UN)
                 if not jobs.count_jobs(store, "queued"):
                     return ran
                 fcntl.flock(lock, fcntl.LOCK_SH)
+            if spares is not None and not jobs.count_jobs(store, "queued"):
+                # One for each slot, a busy one's too: ready when its job ends, for a command
+                # that follows at once (it holds no GPU memory meanwhile, only the imports).
+                spares.keep([slot.label for slot in slots] if place else [None])
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         # Ctrl-C on a worker in a terminal reached its children too (one process group): they
@@ -162,37 +204,120 @@ def work(
         _reap(store, children, say)
         raise
     finally:
+        if spares is not None:
+            spares.dismiss()
         lock.close()
 
 
-def _spawn(store: Store, job: JobInfo, gpus: dict[str, str]) -> _Child | None:
-    """Start the job's process; `gpus`: its environment's share of them (gpus.child_environment)."""
+class _WarmProcesses:
+    """Job processes started ahead of their jobs: at most one per slot (its GPUs already chosen in
+    its environment; the key None where jobs get no GPUs), each importing the engine and then
+    waiting for a job on its stdin. One that ends by itself (its imports failed, say) is reported,
+    and from then on jobs get fresh processes."""
+
+    def __init__(self, store: Store, gpus: HostGpus | None, say: Callable[[str], None]) -> None:
+        self.store, self.gpus, self.say = store, gpus, say
+        self.waiting: dict[str | None, subprocess.Popen[bytes]] = {}
+        self.failed = False
+
+    def keep(self, keys: list[str | None]) -> None:
+        """One waiting process for each slot of `keys`."""
+        for key, process in list(self.waiting.items()):
+            code = process.poll()
+            if code is not None:
+                del self.waiting[key]
+                self.failed = True
+                self.say(f"a warm job process (pid {process.pid}) ended by itself, exit status {code}: "
+                         "jobs get processes of their own from now on")
+        for key in keys if not self.failed else []:
+            if key not in self.waiting:
+                gpus = self.gpus.environment(key) if self.gpus is not None and key else {}
+                try:
+                    self.waiting[key] = subprocess.Popen(
+                        [sys.executable, "-P", "-m", "workbench.jobs.child", "--warm"],
+                        env=_environment(self.store, gpus), cwd=self.store.root, stdin=subprocess.PIPE,
+                    )
+                except OSError as e:
+                    self.failed = True
+                    self.say(f"cannot start a warm job process: {e}")
+                    return
+                where = f" for {key}" if key else ""
+                self.say(f"a warm job process waits for work{where}: pid {self.waiting[key].pid}")
+
+    def take(self, key: str | None) -> subprocess.Popen[bytes] | None:
+        """The process waiting for a job on this slot, if any (it is no longer kept)."""
+        return self.waiting.pop(key, None)
+
+    def dismiss(self) -> None:
+        while self.waiting:
+            self._end(self.waiting.popitem()[1])
+
+    @staticmethod
+    def _end(process: subprocess.Popen[bytes]) -> None:
+        assert process.stdin is not None
+        with suppress(OSError):
+            process.stdin.close()  # a process past its imports reads the end and exits
+        process.terminate()  # one still importing stops now
+        try:
+            process.wait(timeout=KILL_AFTER_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _environment(store: Store, gpus: dict[str, str]) -> dict[str, str]:
+    """A job process's environment; `gpus`: its share of them (gpus.child_environment)."""
+    return os.environ | store.environment() | {
+        "TQDM_DISABLE": "1",  # progress goes to the job row; bars would only fill the log
+        "PYTHONUNBUFFERED": "1",  # the log shows what happened up to a crash
+    } | gpus
+
+
+def _spawn(
+    store: Store, job: JobInfo, gpus: dict[str, str], spare: subprocess.Popen[bytes] | None = None
+) -> _Child | None:
+    """Start the job's process, or hand the job to `spare` (a warm process started with the same
+    GPUs); `gpus`: its environment's share of them (gpus.child_environment)."""
     assert job.log_path is not None
     log = store.root / job.log_path
     cwd = Path(job.spec.get("cwd") or store.root)
     if not cwd.is_dir():
         _note(log, f"the folder the job was queued in, {cwd}, is gone: running in {store.root}")
         cwd = store.root
-    env = os.environ | store.environment() | {
-        "TQDM_DISABLE": "1",  # progress goes to the job row; bars would only fill the log
-        "PYTHONUNBUFFERED": "1",  # the log shows what happened up to a crash
-    } | gpus
-    with log.open("ab") as output:
-        try:
-            # -P: the job's folder must not shadow the workbench's own modules.
-            process = subprocess.Popen(
-                [sys.executable, "-P", "-m", "workbench.jobs.child", str(job.id)],
-                env=env,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        except OSError as e:
-            jobs.finish(store, job.id, "failed", "failed", error=f"cannot start a job process: {e}")
-            return None
+    if spare is not None and _hand(spare, {"job": job.id, "cwd": str(cwd), "log": str(log)}):
+        process = spare
+    else:
+        if spare is not None:
+            _WarmProcesses._end(spare)
+        with log.open("ab") as output:
+            try:
+                # -P: the job's folder must not shadow the workbench's own modules.
+                process = subprocess.Popen(
+                    [sys.executable, "-P", "-m", "workbench.jobs.child", str(job.id)],
+                    env=_environment(store, gpus),
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            except OSError as e:
+                jobs.finish(store, job.id, "failed", "failed", error=f"cannot start a job process: {e}")
+                return None
     jobs.update_running(store, job.id, pid=process.pid)
     return _Child(job, process)
+
+
+def _hand(process: subprocess.Popen[bytes], order: dict[str, object]) -> bool:
+    """Give a warm process its job; False when it has ended (it then takes nothing)."""
+    assert process.stdin is not None
+    if process.poll() is not None:
+        return False
+    try:
+        process.stdin.write(json.dumps(order).encode() + b"\n")
+        process.stdin.close()
+    except OSError:  # it ended just now
+        return False
+    return True
 
 
 def _reap(store: Store, children: dict[int, _Child], say: Callable[[str], None]) -> None:

@@ -1,0 +1,177 @@
+"""Warm workers: a job process started ahead of its job (torch and the engine imported) takes the
+next job through its stdin, a foreground command leaves its job to it, and it never outlives its
+worker. The suite runs with WORKBENCH_WARM_S=0 (tests/conftest.py); these tests set it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import DATA
+
+from store import jobs
+from store.db import Store
+from workbench.cli.main import main
+from workbench.jobs import submit, worker_running
+from workbench.jobs.worker import log_path
+from workbench.spec import PruneSpec
+
+LIMIT_S = 240  # generous: the machine may be busy; nothing here asserts on speed
+WARM = os.environ | {"WORKBENCH_WARM_S": "300"}
+
+
+@pytest.fixture
+def stored(store, tiny_model_dirs) -> Store:
+    """A store holding the tiny Llama as `tiny` (a stored model: the command checks it without torch)."""
+    assert main(["--store", str(store.location), "models", "import", str(tiny_model_dirs["llama"]), "--name",
+                 "tiny"]) == 0
+    return store
+
+
+def workbench(store: Store, *args: str, env: dict[str, str] = WARM) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """`workbench --store STORE ARGS` as a process: its pid and how it ended."""
+    process = subprocess.Popen([sys.executable, "-m", "workbench", "--store", str(store.location), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = process.communicate(timeout=LIMIT_S)
+    return process.pid, subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def prune(store: Store, name: str, env: dict[str, str] = WARM) -> tuple[int, jobs.JobInfo]:
+    """A foreground static prune of `tiny`: the command's pid, and its job (done)."""
+    pid, done = workbench(store, "prune", "tiny", "--scorer", "ppm", "--percent", "25", "--device", "cpu",
+                          "--name", name, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    job = max(jobs.list_jobs(store), key=lambda j: j.id)
+    assert job.status == "done" and job.result["model_name"] == name, job
+    return pid, job
+
+
+def waiting(log: Path, after: int = 0) -> int:
+    """The pid of the warm job process the worker's log names past `after` characters, once it does."""
+    deadline = time.monotonic() + LIMIT_S
+    while True:
+        text = log.read_text() if log.exists() else ""
+        found = re.search(r"a warm job process waits for work: pid (\d+)", text[after:])
+        if found:
+            return int(found.group(1))
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+
+
+def gone(pid: int) -> bool:
+    deadline = time.monotonic() + LIMIT_S
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_command_leaves_its_job_to_the_warm_job_process_its_predecessor_left(stored):
+    store = stored
+    # On a host of several GPUs a command runs its job itself (it takes every GPU), and leaves no worker.
+    several_pid, several = prune(store, "several", env=WARM | {"CUDA_VISIBLE_DEVICES": "0,1"})
+    assert several.pid == several_pid and several.device == "cpu"
+    assert not worker_running(store)
+
+    first_pid, first = prune(store, "first")
+    assert first.pid == first_pid  # no worker ran: the command ran its job itself...
+    log = log_path(store)
+    warm_pid = waiting(log)  # ...then left a worker with a job process ready for the next
+    assert worker_running(store)
+    assert "workbench.jobs.child" in psutil.Process(warm_pid).cmdline()
+
+    second_pid, second = prune(store, "second")
+    assert second.pid == warm_pid != second_pid  # started before the command was typed
+    job_log = (store.root / second.log_path).read_text()
+    assert f"made second (model {second.result['model_id']}" in job_log  # its output went to the job's log
+    assert "done after" in job_log.splitlines()[-1]
+
+    # The worker readies another; killed, it takes that one along (its stdin ends).
+    next_pid = waiting(log, after=log.read_text().index(f"pid {warm_pid}") + 1)
+    worker_pid = int(re.search(r"worker pid (\d+)", log.read_text()).group(1))
+    os.kill(worker_pid, signal.SIGKILL)
+    assert gone(next_pid)
+    assert not worker_running(store)
+
+
+def test_an_idle_warm_worker_waits_its_seconds_then_exits_with_its_warm_process(store):
+    began = time.monotonic()
+    pid, done = workbench(store, "jobs", "work", "--warm", "1")
+    assert done.returncode == 0, done.stderr
+    spare = int(re.search(r"a warm job process waits for work: pid (\d+)", done.stdout).group(1))
+    assert "queue empty after 0 jobs and 1 s without work: worker exits" in done.stdout
+    assert time.monotonic() - began >= 1
+    assert gone(spare)
+
+
+def test_a_warm_process_that_dies_leaves_jobs_to_processes_of_their_own(stored, tmp_path):
+    store = stored
+    output = (tmp_path / "worker.out").open("w")
+    worker = subprocess.Popen([sys.executable, "-m", "workbench", "--store", str(store.location), "jobs", "work",
+                               "--warm", "300"], stdout=output, stderr=subprocess.STDOUT, text=True)
+    try:
+        said = tmp_path / "worker.out"
+        spare = waiting(said)
+        os.kill(spare, signal.SIGKILL)
+        deadline = time.monotonic() + LIMIT_S
+        while f"a warm job process (pid {spare}) ended by itself, exit status -9" not in said.read_text():
+            assert time.monotonic() < deadline, said.read_text()
+            time.sleep(0.1)
+        job_id = submit(store, "prune", PruneSpec(model="tiny", scorer="ppm", percent=25, device="cpu").to_dict(),
+                        data_dir=DATA)
+        deadline = time.monotonic() + LIMIT_S
+        while not (job := jobs.get_job(store, job_id)).finished:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        assert job.status == "done" and job.pid != spare, job
+        assert f"job {job_id} (prune) started: pid {job.pid}\n" in said.read_text()  # a fresh process, not "(warm)"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=LIMIT_S)
+
+
+def test_a_bad_warm_setting_is_one_line_and_exit_2(store):
+    _, done = workbench(store, "jobs", "list", env=os.environ | {"WORKBENCH_WARM_S": "soon"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == "workbench: error: WORKBENCH_WARM_S must be seconds (0 or more), got 'soon'"
+    _, done = workbench(store, "jobs", "work", "--warm", "-1")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "workbench: error: --warm must be seconds (0 or more), got -1"
+
+
+def test_a_prune_of_a_stored_model_is_checked_without_torch(stored, tiny_model_dirs):
+    """What lets the command leave its job to a warm process: its checks import no engine, and say
+    where only the engine can tell (a model to import first; too little calibration text to be sure)."""
+    code = f"""
+import sys
+from pathlib import Path
+from store.db import Store
+from workbench.errors import UserError
+from workbench.prune_request import check_request
+from workbench.spec import PruneSpec
+
+store, data = Store.open({str(stored.location)!r}), Path({str(DATA)!r})
+def check(**fields):
+    try:
+        return check_request(PruneSpec(**{{"scorer": "ppm", "percent": 25, "device": "cpu"}} | fields), store, data)
+    except UserError as e:
+        return str(e)
+print(check(model="tiny"), check(model="tiny", scorer="wanda", samples=4, seq_len=64),
+      check(model="tiny", scorer="wanda", samples=100000, seq_len=64), check(model={str(tiny_model_dirs["qwen2"])!r}),
+      check(model="tiny", percent=25, name="tiny"), sep="|")
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=LIMIT_S)
+    assert done.returncode == 0, done.stderr
+    said, imported = done.stdout.splitlines()
+    assert said.split("|") == ["True", "True", "False", "False",
+                               "the store already has a model named 'tiny': choose another --name"]
+    assert imported == "[]"
