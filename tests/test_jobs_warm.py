@@ -175,3 +175,44 @@ print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
     assert said.split("|") == ["True", "True", "False", "False",
                                "the store already has a model named 'tiny': choose another --name"]
     assert imported == "[]"
+
+
+def test_an_eval_of_stored_models_on_measurements_and_zero_shot_local_tasks_is_checked_without_torch(stored,
+                                                                                                      tmp_path):
+    damaged = tmp_path / "data"
+    for split in ("train", "validation", "test"):
+        file = damaged / "arc" / "ARC-Easy" / f"{split}.jsonl"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        rows = (DATA / "arc" / "ARC-Easy" / f"{split}.jsonl").read_text(encoding="utf-8").split("\n")[:2]
+        file.write_text("\n".join([*rows, "{oops", ""]), encoding="utf-8")
+    code = f"""
+import sys
+from pathlib import Path
+from store.db import Store
+from workbench.errors import UserError
+from workbench.eval_request import check_request
+from workbench.spec import EvalSpec
+
+store = Store.open({str(stored.location)!r})
+def check(tasks, data={str(DATA)!r}, **fields):
+    try:
+        return check_request(EvalSpec(**{{"models": ("tiny",), "tasks": tasks}} | fields), store, Path(data))
+    except UserError as e:
+        return str(e)
+print(check(("speed", "ppl:wikitext2")), check(("arc_easy", "piqa")), check(("gsm8k",)),
+      check(("arc_easy",), fewshot=2), check(("arc_easy",), data={str(damaged)!r}),
+      check(("speed",), models=("tiny", "1")), sep="|")
+print(sorted(m for m in ("torch", "transformers", "lm_eval") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=LIMIT_S)
+    assert done.returncode == 0, done.stderr
+    said, imported = done.stdout.splitlines()
+    assert said.split("|") == ["True", "True", "False", "False",
+                               f"{damaged / 'arc' / 'ARC-Easy' / 'test.jsonl'} is damaged: line 3 is not JSON "
+                               "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
+                               "'1' and 'tiny' are the same model"]
+    assert imported == "[]"
+    # The command says it in one line, and queues nothing.
+    _, done = workbench(stored, "--data-dir", str(damaged), "eval", "tiny", "--tasks", "arc_easy")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "is damaged: line 3" in done.stderr
+    assert [j.kind for j in jobs.list_jobs(stored)] == ["import"]

@@ -1,20 +1,24 @@
 """An evaluation request against the store, before anything loads: light, as workbench.prune_request
 is, so that the CLI refuses bad input at once and leaves the job to a warm job process. It settles
-requests of stored models on the workbench's own measurements (speed, memory, perplexity); lm-eval
-tasks are prepared by the engine's check (workbench.evaluation.check_request, which the job runs again
-before it loads a weight), which imports lm-eval and builds each task from its data.
+requests of stored models on the workbench's own measurements (speed, memory, perplexity) and on
+zero-shot catalogue tasks read from the local data folder. The rest (few-shot tasks, whose splits
+must hold enough examples; --include-path tasks; hub datasets; a chat template demanded) is for the
+engine's check (workbench.evaluation.check_request, which the job runs again before it loads a
+weight): it imports lm-eval and builds each task from its data.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from store.db import Store
 from workbench.errors import UserError
+from workbench.evaluation.local_tasks import LOCAL_FILES, check_local_data
 from workbench.jobs.gpus import check_device
 from workbench.model_files import check_stored, count_tokens
 from workbench.sources import lookup
-from workbench.spec import PPL_PREFIX, EvalSpec
+from workbench.spec import PPL_PREFIX, TASKS, EvalSpec
 from workbench.texts import load_source
 
 MEASUREMENTS = ("speed", "memory")  # with ppl:SOURCE, the tasks the workbench measures itself
@@ -23,7 +27,7 @@ MEASUREMENTS = ("speed", "memory")  # with ppl:SOURCE, the tasks the workbench m
 def check_request(spec: EvalSpec, store: Store, data: Path | None = None) -> bool:
     """What is wrong with the request that shows without the engine (UserError), writing nothing.
     True when nothing is left to check before queueing; False when the engine must still look:
-    a model not stored yet, a tokenizer only transformers reads, an lm-eval task."""
+    a model not stored yet, a tokenizer only transformers reads, an lm-eval task it cannot vouch for."""
     spec.validate()
     check_device(spec.device)
     named: dict[int, str] = {}
@@ -42,4 +46,34 @@ def check_request(spec: EvalSpec, store: Store, data: Path | None = None) -> boo
             load_source(task.removeprefix(PPL_PREFIX), data)
     if any(count_tokens(folder, []) is None for folder in folders):
         return False
-    return all(task in MEASUREMENTS or task.startswith(PPL_PREFIX) for task in spec.tasks)
+    return _lm_eval_settled(spec, [t for t in spec.tasks if t not in MEASUREMENTS and not t.startswith(PPL_PREFIX)],
+                            data)
+
+
+def _lm_eval_settled(spec: EvalSpec, names: list[str], data: Path | None) -> bool:
+    """Whether these lm-eval tasks need no engine to check: catalogue tasks run zero-shot on the
+    data folder's files, each there and whole JSON lines (the engine's building of the task reads
+    no more than those)."""
+    if not names:
+        return True
+    if data is None or spec.include_path or spec.chat_template == "on":
+        return False
+    for name in names:
+        shots = spec.fewshot if spec.fewshot is not None else TASKS[name].fewshot if name in TASKS else None
+        if name not in LOCAL_FILES or shots != 0:
+            return False
+    check_local_data(data, names)
+    for file in sorted({data / f for name in names for f in LOCAL_FILES[name].values()}):
+        _require_json_lines(file)
+    return True
+
+
+def _require_json_lines(file: Path) -> None:
+    with file.open(encoding="utf-8") as lines:  # (not splitlines(): rows hold U+2028)
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except ValueError as e:
+                raise UserError(f"{file} is damaged: line {number} is not JSON ({e})") from None
