@@ -7,7 +7,8 @@ store; each command in a fresh process, `--pause-s` apart (a researcher typing t
 a warm process needs its imports done to help): a static `prune`, a `hybrid` prune on 4 x 128
 tokens of WikiText-2, an `eval --tasks speed`. The job's own time is its row's start (the claim)
 to finish. Without warmth first, then with: the first warm command finds no worker and runs its
-job itself, so the medians are of the others. Prints a table, writes bench/results/command-overhead.json.
+job itself (leaving the warm worker behind), so the medians leave it out. Prints a table, writes
+bench/results/command-overhead.json.
 
     python bench/command_overhead.py [--repeats 5] [--pause-s 8]
 """
@@ -100,13 +101,14 @@ def main() -> None:
                     named = argv + (["--name", f"{mode}-{name.split()[-1]}-{i}"] if argv[0] == "prune" else [])
                     wall, _ = run(store_dir, named, warm)
                     job = job_seconds(newest_job(store_dir))
-                    rows[name].append({"wall_seconds": wall, "job_seconds": job, "overhead_seconds": wall - job})
+                    first = warm and i == 0 and name == next(iter(COMMANDS))  # no worker yet: it ran its job itself
+                    rows[name].append({"wall_seconds": wall, "job_seconds": job, "overhead_seconds": wall - job,
+                                       "first": first})
                     print(f"{mode} {name} {i}: wall {wall:.2f} s, job {job:.2f} s", flush=True)
                     time.sleep(args.pause_s)
             stop_workers(store_dir)
-            counted = slice(1, None) if warm else slice(None)  # the first warm command found no worker
             figures["modes"][mode] = {
-                name: {"runs": runs, "median": {k: statistics.median(r[k] for r in runs[counted])
+                name: {"runs": runs, "median": {k: statistics.median(r[k] for r in runs if not r["first"])
                                                 for k in ("wall_seconds", "job_seconds", "overhead_seconds")}}
                 for name, runs in rows.items()
             }
