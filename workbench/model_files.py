@@ -85,12 +85,15 @@ def check_stored(store: Store, row: ModelInfo) -> tuple[int, list[int]]:
     folder = store.model_path(row)
     if not folder.is_dir():
         raise UserError(missing_folder(store, row))
-    hidden = row.hidden_size
-    widths = list(row.intermediate_sizes or [row.intermediate_size] * row.num_layers)
-    check_weights(folder, hidden, widths)
+    check_folder(folder, row.hidden_size, list(row.widths))
+    return row.hidden_size, list(row.widths)
+
+
+def check_folder(folder: Path, hidden: int, widths: list[int], expected: dict[str, tuple] | None = None) -> None:
+    """A model folder's weights (check_weights) and that it holds a tokenizer."""
+    check_weights(folder, hidden, widths, expected)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(f"{folder} holds no tokenizer ({' or '.join(TOKENIZER_FILES[:2])})")
-    return hidden, widths
 
 
 def count_tokens(folder: Path, documents: list[str]) -> int | None:

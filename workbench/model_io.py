@@ -36,7 +36,7 @@ from workbench import per_layer_widths
 from workbench.architecture import count_parameters, facts, glu_mlps
 from workbench.devices import Placement
 from workbench.errors import UserError
-from workbench.model_files import TOKENIZER_FILES, check_weights, first_line, missing_folder
+from workbench.model_files import check_folder, check_stored, first_line, missing_folder
 from workbench.names import name_problem
 from workbench.progress import Progress
 from workbench.sources import (
@@ -66,8 +66,7 @@ class Target:
     def shape(self) -> tuple[int, list[int]]:
         """(hidden size, MLP width per layer)."""
         if self.row is not None:
-            widths = self.row.intermediate_sizes or [self.row.intermediate_size] * self.row.num_layers
-            return self.row.hidden_size, list(widths)
+            return self.row.hidden_size, list(self.row.widths)
         info = facts(self._skeleton())
         return info.hidden_size, info.widths
 
@@ -102,20 +101,20 @@ class Target:
         gone, weights missing, truncated or of other shapes than the config says, no tokenizer, a
         source whose default name breaks the name rule (unless `named`: its import names it).
         Returns shape()."""
-        folder = self.folder(store)
-        if self.row is not None and not folder.is_dir():  # type: ignore[union-attr]
-            raise UserError(missing_folder(store, self.row))
-        if self.row is None and self.source is not None and not named:  # imported under its default name
-            name = self.source.default_name
-            if problem := name_problem(name, may_be_smollm2=self.source.kind == "bundled"):
-                raise UserError(f"{self.source.ref} would be stored as {name!r}, which cannot name a model: {problem}; "
-                                f"import it first with `workbench models import {self.source.ref} --name NAME`")
-        hidden, widths = self.shape()
-        if folder is not None:
-            skeleton = self._skeleton().state_dict() if self.row is None else {}
-            check_weights(folder, hidden, widths, {k: tuple(v.shape) for k, v in skeleton.items()})
-            if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-                raise UserError(f"{folder} holds no tokenizer ({' or '.join(TOKENIZER_FILES[:2])})")
+        if self.row is not None:
+            hidden, widths = check_stored(store, self.row)
+        else:
+            if self.source is not None and not named:  # imported under its default name
+                name = self.source.default_name
+                if problem := name_problem(name, may_be_smollm2=self.source.kind == "bundled"):
+                    raise UserError(f"{self.source.ref} would be stored as {name!r}, which cannot name a model: "
+                                    f"{problem}; import it first with `workbench models import {self.source.ref} "
+                                    "--name NAME`")
+            hidden, widths = self.shape()
+            folder = self.folder(store)
+            if folder is not None:
+                expected = {k: tuple(v.shape) for k, v in self._skeleton().state_dict().items()}
+                check_folder(folder, hidden, widths, expected)
         self.tokenizer(store)
         return hidden, widths
 

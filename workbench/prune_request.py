@@ -14,12 +14,13 @@ from pathlib import Path
 
 from store import queries
 from store.db import Store
+from store.queries import ModelInfo
 from workbench.errors import UserError
 from workbench.jobs.gpus import check_device
 from workbench.model_files import check_stored, count_tokens
 from workbench.sources import lookup
 from workbench.spec import PruneSpec, planned_widths
-from workbench.texts import load_source
+from workbench.texts import TextSource, load_source
 
 # The tokenizer file read on its own can differ from transformers' reading of it by a setting of
 # transformers' (a prefix space, say): calibration text must clear what the run needs by this share
@@ -32,21 +33,29 @@ def check_request(spec: PruneSpec, store: Store, data: Path | None = None) -> bo
     True when nothing is left to check before queueing; False when the engine must still look
     (pruning.check_request): a model not stored yet, a tokenizer only transformers reads, calibration
     text whose tokens come near what the run needs."""
-    spec.validate()
-    text = load_source(spec.calibration_source, data) if spec.calibrated else None
-    row, _ = lookup(store, spec.model)
-    hidden, widths = check_stored(store, row) if row is not None else (0, [])
-    if row is not None:
-        planned_widths(spec, hidden, widths)  # a target the model cannot meet fails here
-    if spec.name is not None and queries.find_model(store, spec.name) is not None:
-        raise UserError(f"the store already has a model named {spec.name!r}: choose another --name")
-    check_device(spec.device)
+    row, text = check_rules(spec, store, data)
     if row is None:
         return False
     tokens = count_tokens(store.model_path(row), text.calibration if text is not None else [])
     if tokens is None:
         return False
     return text is None or tokens >= (1 + TOKEN_MARGIN) * spec.samples * spec.seq_len
+
+
+def check_rules(spec: PruneSpec, store: Store, data: Path | None) -> tuple[ModelInfo | None, TextSource | None]:
+    """The request's rules that need neither the engine nor the text's tokens (UserError): the spec,
+    the calibration source, a stored model's files and widths, the name, the device. Returns the
+    stored model (None for a source still to import) and the calibration text (None for a static
+    scorer). The engine's check starts here, then tokenises the text itself."""
+    spec.validate()
+    text = load_source(spec.calibration_source, data) if spec.calibrated else None
+    row, _ = lookup(store, spec.model)
+    if row is not None:
+        planned_widths(spec, *check_stored(store, row))  # a target the model cannot meet fails here
+    if spec.name is not None and queries.find_model(store, spec.name) is not None:
+        raise UserError(f"the store already has a model named {spec.name!r}: choose another --name")
+    check_device(spec.device)
+    return row, text
 
 
 def check_out(out: Path) -> None:

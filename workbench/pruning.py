@@ -42,7 +42,7 @@ from workbench.progress import Cancelled, Progress
 from workbench.repair import LayerRepair
 from workbench.spec import PruneSpec, planned_widths
 from workbench.surgery import apply_plan
-from workbench.texts import TextSource, load_source
+from workbench.texts import TextSource
 
 STAGE_WEIGHTS = {"load": 0.1, "calibrate": 0.5, "score": 0.05, "repair": 0.4, "surgery": 0.05, "save": 0.3}
 
@@ -234,8 +234,7 @@ def check_request(spec: PruneSpec, store: Store, data: Path | None = None) -> st
 def _checked(
     spec: PruneSpec, store: Store, data: Path | None
 ) -> tuple[TextSource | None, model_io.Target, list[int], torch.Tensor | None, torch.device]:
-    prune_request.check_request(spec, store, data)  # the request, a stored model's files, the name
-    text = load_source(spec.calibration_source, data) if spec.calibrated else None
+    _, text = prune_request.check_rules(spec, store, data)  # the request, a stored model's files, the name
     target = model_io.resolve(store, spec.model)
     hidden, widths = target.check(store)  # a source's too: its config, files and tokenizer
     planned_widths(spec, hidden, widths)  # a target the model cannot meet fails here
