@@ -24,7 +24,9 @@ from workbench.jobs.worker import log_path
 from workbench.spec import PruneSpec
 
 LIMIT_S = 240  # generous: the machine may be busy; nothing here asserts on speed
-WARM = os.environ | {"WORKBENCH_WARM_S": "300"}
+# As a host without GPUs sees it (CUDA_VISIBLE_DEVICES empty), whatever this one has: on a host of
+# several GPUs a command runs its job itself and leaves no worker (the first test sets two apart).
+WARM = os.environ | {"WORKBENCH_WARM_S": "300", "CUDA_VISIBLE_DEVICES": ""}
 
 
 @pytest.fixture
@@ -116,7 +118,7 @@ def test_a_warm_process_that_dies_leaves_jobs_to_processes_of_their_own(stored, 
     store = stored
     output = (tmp_path / "worker.out").open("w")
     worker = subprocess.Popen([sys.executable, "-m", "workbench", "--store", str(store.location), "jobs", "work",
-                               "--warm", "300"], stdout=output, stderr=subprocess.STDOUT, text=True)
+                               "--warm", "300"], stdout=output, stderr=subprocess.STDOUT, text=True, env=WARM)
     try:
         said = tmp_path / "worker.out"
         spare = waiting(said)
