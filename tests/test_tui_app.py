@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tui_helpers import anyio_backend, app_on, filled_fixture, notices, screen_text, settle  # noqa: F401  (fixtures)
+from tui_helpers import anyio_backend, app_on, filled_fixture, notices, palette_pick, screen_text, settle, wait_for  # noqa: F401  (fixtures)
 
 from store.db import Store
 from tui.app import ANSI_THEME, WorkbenchApp, default_theme
@@ -114,7 +114,7 @@ async def test_a_folder_that_is_not_a_store_ends_the_app_with_one_line(tmp_path,
     (tmp_path / "workbench.sqlite").write_text("not a database")
     app = WorkbenchApp(tmp_path, theme="textual-dark")
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: app.return_code is not None, timeout=30)
     assert app.return_code == 2
     said = " ".join(capsys.readouterr().err.split())
     assert said.startswith("workbench: error:") and "is not a SQLite database, so not a workbench store" in said
@@ -138,35 +138,18 @@ async def test_the_palette_finds_models_runs_and_actions(store, filled):
     app = app_on(store)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        await pilot.press("ctrl+p", *"wanda-25")
-        await settle(pilot)
-        await pilot.pause(0.3)  # the palette gathers hits a little after the last key
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette_pick(pilot, "wanda-25", "llama-wanda-25")
         assert isinstance(app.screen, ModelDetailScreen) and app.screen.model_id == filled["wanda"]
-        await pilot.press("ctrl+p", *"run 1: ppm")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette_pick(pilot, "run 1: ppm", "run 1: ppm")
         assert getattr(app.screen, "run_id", None) == filled["ppm_run"]
-        await pilot.press("ctrl+p", *"Runs")  # an action, by the name the footer gives it
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette_pick(pilot, "Runs", "Runs")  # an action, by the name the footer gives it
         assert isinstance(app.screen, RunsScreen)
-        await pilot.press("ctrl+p", *"Import")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette_pick(pilot, "Import", "Import")
         assert isinstance(app.screen, ImportForm)
         app.screen.dismiss()
         await pilot.press("j")  # from Jobs, the actions of other screens too: they go there and run
         await settle(pilot)
-        await pilot.press("ctrl+p", *"compare")
-        await pilot.pause(0.3)
-        assert "Compare (Models)" in screen_text(app)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette_pick(pilot, "compare", "Compare (Models)")
         assert app.current_mode == "models" and notices(app)[-1].startswith("mark two to four models")
 
 
@@ -274,8 +257,5 @@ async def test_heal_opens_from_models_model_detail_and_the_palette_anywhere(stor
         app.remember_model("llama-ppm-50")
         await pilot.press("j")  # from Jobs, which has no model in view: the last one worked on
         await settle(pilot)
-        await pilot.press("ctrl+p", *"Heal")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette_pick(pilot, "Heal", "Heal")
         assert isinstance(app.screen, HealForm) and app.screen.query_one("#model").value == "llama-ppm-50"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import Button, Input, Select, SelectionList, Static
-from tui_helpers import anyio_backend, app_on, filled_fixture, notices, screen_text, settle  # noqa: F401  (fixtures)
+from tui_helpers import anyio_backend, app_on, filled_fixture, notices, screen_text, settle, wait_for  # noqa: F401  (fixtures)
 
 from store import jobs as job_rows
 from tui.confirm import Confirm
@@ -151,9 +151,9 @@ async def test_calibration_is_chosen_from_the_sources_and_read_before_anything_i
         (tmp_path / "notes.txt").write_text("one two three")
         (tmp_path / "notes.csv").write_text("not offered")
         form.query_one("#browse", Button).press()  # or pick it from the folder tree (of the folder it runs in)
-        await pilot.pause(0.5)  # (the tree reads folders on a worker of its own, which stays)
-        assert isinstance(app.screen, FilePicker)
-        assert "notes.txt" in screen_text(app) and "notes.csv" not in screen_text(app)
+        # (the tree reads folders on a worker of its own, which stays, so settle() would not return)
+        await wait_for(pilot, lambda: isinstance(app.screen, FilePicker) and "notes.txt" in screen_text(app))
+        assert "notes.csv" not in screen_text(app)
         app.screen.dismiss(tmp_path / "notes.txt")
         await settle(pilot)
         assert form.query_one("#calibration-source", Input).value == str(tmp_path / "notes.txt")

@@ -9,7 +9,7 @@ import os
 
 import pytest
 from study_store import NAME, fill_study
-from tui_helpers import anyio_backend, app_on, screen_text, settle  # noqa: F401  (fixtures)
+from tui_helpers import anyio_backend, app_on, palette_pick, screen_text, settle, wait_for  # noqa: F401  (fixtures)
 
 from store import jobs, studies
 from tui.chart import POINT, draw
@@ -64,11 +64,9 @@ async def test_the_grid_follows_the_studys_jobs_as_they_run(store):
         await open_study(pilot)
         jobs.claim(store, os.getpid(), job_id=pending.id)
         jobs.update_running(store, pending.id, stage="score", progress=0.35)
-        await pilot.pause(1.5)  # a poll
-        await settle(pilot)
-        assert "pruning 35%" in screen_text(app)
+        await wait_for(pilot, lambda: "pruning 35%" in screen_text(app))  # a poll brings it
         jobs.finish(store, pending.id, "failed", "failed", error="RuntimeError: out of memory")
-        await pilot.pause(1.5)
+        await wait_for(pilot, lambda: "prune failed" in screen_text(app))
         await settle(pilot)
         text = screen_text(app)
         assert "prune failed" in text and "RuntimeError: out of memory" in text
@@ -156,10 +154,6 @@ async def test_the_palette_finds_a_study_by_name(store):
     app = app_on(store)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        await pilot.press("ctrl+p", *"smol-stu")
-        await settle(pilot)
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette_pick(pilot, "smol-stu", NAME)
         assert isinstance(app.screen, StudyScreen) and app.screen.name_ == NAME
         assert studies.get_study(store, NAME).base_model == "smol-base"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
 
 import pytest
 from rich.console import Console
 from textual.app import App
+from textual.command import CommandList
 from textual.pilot import Pilot
 from tui_store import fill
 
@@ -32,6 +35,30 @@ async def settle(pilot: Pilot[object]) -> None:
         if quiet == 2:  # no worker left, and none started by what the last ones posted
             return
     raise TimeoutError("the app's workers never settled")
+
+
+async def wait_for(pilot: Pilot[object], done: Callable[[], bool], timeout: float = 120.0) -> None:
+    """Let the app run until `done()` holds: what a worker or a poll brings has no fixed delay
+    on a loaded machine."""
+    end = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < end, "timed out"
+        await pilot.pause(0.1)
+
+
+async def palette_pick(pilot: Pilot[object], query: str, hit: str) -> None:
+    """Type `query` into the command palette, wait until its highlighted hit reads `hit` (the hits
+    are gathered a little after the last key), take it, and let what it opens settle."""
+    await pilot.press("ctrl+p", *query)
+
+    def offered() -> bool:
+        found = pilot.app.screen.query(CommandList)
+        at = found.first().highlighted if found else None
+        return at is not None and hit in str(found.first().get_option_at_index(at).prompt)
+
+    await wait_for(pilot, offered, timeout=30)
+    await pilot.press("enter")
+    await settle(pilot)
 
 
 def app_on(store: Store, **kw: object) -> WorkbenchApp:
