@@ -5,7 +5,8 @@ as before warm workers).
 A random-weight tiny Llama (bench/calibration_overhead.py's "tiny", 16M parameters) in a fresh
 store; each command in a fresh process, `--pause-s` apart (a researcher typing the next command;
 a warm process needs its imports done to help): a static `prune`, a `hybrid` prune on 4 x 128
-tokens of WikiText-2, an `eval --tasks speed`. The job's own time is its row's start (the claim)
+tokens of WikiText-2, an `eval --tasks speed`, an `eval --tasks gsm8k --limit 2` (five-shot, on the
+data folder: WORKBENCH_DATA or --data-dir's default). The job's own time is its row's start (the claim)
 to finish. Without warmth first, then with: the first warm command finds no worker and runs its
 job itself (leaving the warm worker behind), so the medians leave it out. Prints a table, writes
 bench/results/command-overhead.json.
@@ -38,6 +39,7 @@ COMMANDS = {
     "prune hybrid": ["prune", "tiny", "--scorer", "hybrid", "--percent", "40", "--calibration", "wikitext2",
                      "--samples", "4", "--seq-len", "128", "--device", "cpu"],
     "eval speed": ["eval", "tiny", "--tasks", "speed", "--device", "cpu"],
+    "eval gsm8k": ["eval", "tiny", "--tasks", "gsm8k", "--limit", "2", "--device", "cpu"],
 }
 
 

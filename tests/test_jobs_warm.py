@@ -19,9 +19,10 @@ from conftest import DATA
 from store import jobs
 from store.db import Store
 from workbench.cli.main import main
+from workbench.errors import UserError
 from workbench.jobs import submit, worker_running
 from workbench.jobs.worker import log_path
-from workbench.spec import PruneSpec
+from workbench.spec import EvalSpec, HealSpec, PruneSpec
 
 LIMIT_S = 240  # generous: the machine may be busy; nothing here asserts on speed
 # As a host without GPUs sees it (CUDA_VISIBLE_DEVICES empty), whatever this one has: on a host of
@@ -179,8 +180,7 @@ print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
     assert imported == "[]"
 
 
-def test_an_eval_of_stored_models_on_measurements_and_zero_shot_local_tasks_is_checked_without_torch(stored,
-                                                                                                      tmp_path):
+def test_an_eval_of_stored_models_on_measurements_and_local_tasks_is_checked_without_torch(stored, tmp_path):
     damaged = tmp_path / "data"
     for split in ("train", "validation", "test"):
         file = damaged / "arc" / "ARC-Easy" / f"{split}.jsonl"
@@ -202,14 +202,16 @@ def check(tasks, data={str(DATA)!r}, **fields):
     except UserError as e:
         return str(e)
 print(check(("speed", "ppl:wikitext2")), check(("arc_easy", "piqa")), check(("gsm8k",)),
-      check(("arc_easy",), fewshot=2), check(("arc_easy",), data={str(damaged)!r}),
-      check(("speed",), models=("tiny", "1")), sep="|")
+      check(("arc_easy",), fewshot=2), check(("gsm8k",), fewshot=7474), check(("mmlu",)),
+      check(("arc_easy",), data={str(damaged)!r}), check(("speed",), models=("tiny", "1")), sep="|")
 print(sorted(m for m in ("torch", "transformers", "lm_eval") if m in sys.modules))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=LIMIT_S)
     assert done.returncode == 0, done.stderr
     said, imported = done.stdout.splitlines()
-    assert said.split("|") == ["True", "True", "False", "False",
+    assert said.split("|") == ["True", "True", "True", "True",
+                               "gsm8k: 7474 few-shot examples asked, but its few-shot split holds 7473 (at most 7473)",
+                               "False",  # a group of 57 tasks: the engine builds them
                                f"{damaged / 'arc' / 'ARC-Easy' / 'test.jsonl'} is damaged: line 3 is not JSON "
                                "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
                                "'1' and 'tiny' are the same model"]
@@ -218,3 +220,74 @@ print(sorted(m for m in ("torch", "transformers", "lm_eval") if m in sys.modules
     _, done = workbench(stored, "--data-dir", str(damaged), "eval", "tiny", "--tasks", "arc_easy")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "is damaged: line 3" in done.stderr
     assert [j.kind for j in jobs.list_jobs(stored)] == ["import"]
+
+
+@pytest.mark.parametrize(("task", "fewshot"), [("gsm8k", None), ("gsm8k", 7473), ("gsm8k", 7474), ("arc_easy", 3),
+                                               ("arc_easy", 100000), ("hellaswag", None), ("hellaswag", 3),
+                                               ("ifeval", 3), ("lambada_openai", 3)])  # fmt: skip
+def test_the_light_few_shot_check_says_what_the_engine_says(task, fewshot, tmp_path):
+    """Counted in the local files, the few-shot examples a task can draw agree with lm-eval's own
+    count of the task it builds: the same verdict, the same words."""
+    from workbench.eval_request import _lm_eval_settled
+    from workbench.evaluation.harness import prepare
+
+    def verdict(check) -> str:
+        try:
+            return str(check())
+        except UserError as e:
+            return str(e)
+
+    spec = EvalSpec(models=("m",), tasks=(task,), fewshot=fewshot)
+    light = verdict(lambda: _lm_eval_settled(spec, [task], DATA))
+    engine = verdict(lambda: prepare(spec, [task], DATA, tmp_path) and True)
+    assert light == engine
+
+
+def test_a_heal_of_stored_models_is_checked_without_torch(stored, tmp_path):
+    """A heal of a cut by its parent settles without the engine on the CPU; where only the engine can
+    tell (tokenizer files that differ, too little text to be sure) the light check says so."""
+    prune(stored, "cut")
+    assert main(["--store", str(stored.location), "models", "import", str(stored.model_path(_row(stored, "tiny"))),
+                 "--name", "twin"]) == 0  # the same weights, its tokenizer settings written apart
+    config = stored.model_path(_row(stored, "twin")) / "tokenizer_config.json"
+    config.write_text(config.read_text() + " ")
+    (tmp_path / "short.txt").write_text("a few words, fewer tokens than one batch of two windows of 64")
+    code = f"""
+import sys
+from pathlib import Path
+from store.db import Store
+from workbench.errors import UserError
+from workbench.heal_request import check_request
+from workbench.spec import HealSpec
+
+store = Store.open({str(stored.location)!r})
+def check(**fields):
+    spec = HealSpec(**{{"model": "cut", "data": "wikitext2", "tokens": 4096, "seq_len": 64, "batch_size": 2}} | fields)
+    try:
+        return check_request(spec, store, Path({str(DATA)!r}))
+    except UserError as e:
+        return str(e)
+print(check(), check(device="cpu"), check(data={str(tmp_path / "short.txt")!r}), check(teacher="twin"),
+      check(name="tiny"), check(seq_len=2**20, batch_size=2**10).split(" (")[0], sep="|")
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    env = os.environ | {"CUDA_VISIBLE_DEVICES": ""}  # `auto` is the CPU, as on a host without GPUs
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=LIMIT_S, env=env)
+    assert done.returncode == 0, done.stderr
+    said, imported = done.stdout.splitlines()
+    assert said.split("|")[:5] == ["True", "True", "False", "False",
+                                   "the store already has a model named 'tiny': choose another --name"]
+    assert re.fullmatch(r"healing needs about \d+\.\d GiB on cpu", said.split("|")[5])
+    assert imported == "[]"
+    # The engine, asked what the light check left to it, passes the twin (its vocabulary is the same).
+    from workbench.heal import check_request
+
+    check_request(HealSpec(model="cut", teacher="twin", data="wikitext2", tokens=4096, seq_len=64, batch_size=2,
+                           device="cpu"),
+                  stored, DATA)
+
+
+def _row(store: Store, name: str):
+    from store import queries
+
+    return queries.find_model(store, name)

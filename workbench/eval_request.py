@@ -1,9 +1,9 @@
 """An evaluation request against the store, before anything loads: light, as workbench.prune_request
 is, so that the CLI refuses bad input at once and leaves the job to a warm job process. It settles
 requests of stored models on the workbench's own measurements (speed, memory, perplexity) and on
-zero-shot catalogue tasks read from the local data folder. The rest (few-shot tasks, whose splits
-must hold enough examples; --include-path tasks; hub datasets; a chat template demanded) is for the
-engine's check (workbench.evaluation.check_request, which the job runs again before it loads a
+catalogue tasks read from the local data folder (their few-shot examples counted in its files).
+The rest (mmlu's group of tasks; --include-path tasks; hub datasets; a chat template demanded) is
+for the engine's check (workbench.evaluation.check_request, which the job runs again before it loads a
 weight): it imports lm-eval and builds each task from its data.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from store.db import Store
 from workbench.errors import UserError
-from workbench.evaluation.local_tasks import LOCAL_FILES, check_local_data
+from workbench.evaluation.local_tasks import LOCAL_FILES, check_local_data, fewshot_settled
 from workbench.jobs.gpus import check_device
 from workbench.model_files import check_stored, count_tokens
 from workbench.sources import lookup
@@ -51,21 +51,18 @@ def check_request(spec: EvalSpec, store: Store, data: Path | None = None) -> boo
 
 
 def _lm_eval_settled(spec: EvalSpec, names: list[str], data: Path | None) -> bool:
-    """Whether these lm-eval tasks need no engine to check: catalogue tasks run zero-shot on the
-    data folder's files, each there and whole JSON lines (the engine's building of the task reads
-    no more than those)."""
+    """Whether these lm-eval tasks need no engine to check: catalogue tasks on the data folder's
+    files, each there and whole JSON lines (the engine's building of the task reads no more than
+    those), whose few-shot examples the files can serve."""
     if not names:
         return True
-    if data is None or spec.include_path or spec.chat_template == "on":
+    if data is None or spec.include_path or spec.chat_template == "on" or any(n not in LOCAL_FILES for n in names):
         return False
-    for name in names:
-        shots = spec.fewshot if spec.fewshot is not None else TASKS[name].fewshot if name in TASKS else None
-        if name not in LOCAL_FILES or shots != 0:
-            return False
     check_local_data(data, names)
     for file in sorted({data / f for name in names for f in LOCAL_FILES[name].values()}):
         _require_json_lines(file)
-    return True
+    asked = {name: spec.fewshot if spec.fewshot is not None else TASKS[name].fewshot for name in names}
+    return all(fewshot_settled(data, name, asked[name]) for name in names)
 
 
 def _require_json_lines(file: Path) -> None:

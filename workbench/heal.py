@@ -50,7 +50,7 @@ from workbench.devices import (
     resolve_dtype,
 )
 from workbench.errors import UserError
-from workbench.heal_request import check_models
+from workbench.heal_request import check_fits, check_models, memory_parts
 from workbench.progress import Cancelled, Progress
 from workbench.pruning import versions
 from workbench.spec import HealSpec
@@ -128,33 +128,9 @@ def _checked(spec: HealSpec, store: Store, data: Path | None) -> _Checked:
 
 
 def _refuse_if_too_big(spec: HealSpec, student: ModelInfo, teacher: ModelInfo, device: torch.device) -> None:
-    """Refuse, before loading, what clearly cannot fit on the device: the teacher in the compute
-    dtype, the student's float32 weights, its gradients and AdamW's two moments for what trains,
-    and the activations of a batch (logits of both models dominate at small sizes)."""
-    compute = 2 if spec.dtype in ("bfloat16", "float16") or (spec.dtype == "auto" and device.type != "cpu") else 4
-    trained = student.parameters
-    if spec.train == "mlp":
-        trained = 3 * student.hidden_size * sum(student.widths)
-    elif spec.lora_rank is not None:
-        trained = spec.lora_rank * 4 * student.hidden_size * student.num_layers * 7
-    vocab = max(1, (student.parameters - 3 * student.hidden_size * sum(student.widths)) // student.hidden_size)
-    tokens = spec.batch_size * spec.seq_len
-    per_token = 4 * vocab + student.num_layers * (16 * student.hidden_size + 3 * max(student.widths))
-    activations = tokens * per_token * 4
-    parts = {
-        "teacher": teacher.parameters * compute,
-        "student": student.parameters * 4,
-        "optimiser": trained * 12,
-        "activations": activations,
-    }
-    needed = sum(parts.values())
-    free = sum(free_memories(device, needed))  # on CUDA, the GPUs together when one is not enough
-    if free is not None and needed > free:
-        shown = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in parts.items())
-        raise UserError(
-            f"healing needs about {needed / 2**30:.1f} GiB on {device} ({shown}) but it has {free / 2**30:.1f} GiB "
-            "free: lower --batch-size or --seq-len, or train lora:RANK"
-        )
+    parts = memory_parts(spec, student, teacher, device.type)
+    free = sum(free_memories(device, sum(parts.values())))  # on CUDA, the GPUs together when one is not enough
+    check_fits(parts, str(device), free)
 
 
 def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

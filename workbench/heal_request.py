@@ -1,20 +1,28 @@
-"""A heal request against the store, before anything loads: the model healed and its teacher
-found, and the healed model's name free. Light (store queries, no torch): the engine's own check
-(`heal.check_request`, which the CLI calls before queueing) begins with it, and the TUI's Heal form
-calls it as the form is typed, so both refuse the same requests in the same words. What needs the
-models' files (their tokenizers, whether both fit the device, how many tokens the text holds) the
-engine checks next, before it loads a weight."""
+"""A heal request against the store, before anything loads. `check_models` (store queries only:
+the model healed and its teacher found, the healed model's name free) is where the engine's own
+check (`heal.check_request`) begins, and the TUI's Heal form calls it as the form is typed, so both
+refuse the same requests in the same words. `check_request` goes on, still without torch, as far
+as the files show (the stored models' weights and tokenizers, the text's tokens, the memory on the
+CPU), so that the CLI refuses bad input at once and leaves the job to a warm job process."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from store import queries
 from store.db import Store
 from store.queries import ModelInfo
 from workbench.errors import UserError
+from workbench.jobs.gpus import check_device, light_device
+from workbench.model_files import TOKEN_MARGIN, check_stored, count_tokens
 from workbench.sources import classify, job_model, job_reference
 from workbench.spec import HealSpec
+from workbench.texts import load_source
+
+# What makes a tokenizer: files the same byte for byte in both folders tokenise alike.
+TOKENIZER_SETTINGS = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json",
+                      "special_tokens_map.json", "added_tokens.json")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,3 +68,61 @@ def check_models(spec: HealSpec, store: Store) -> HealModels:
     if spec.name is not None and queries.find_model(store, spec.name) is not None:
         raise UserError(f"the store already has a model named {spec.name!r}: choose another --name")
     return HealModels(student, teacher)
+
+
+def check_request(spec: HealSpec, store: Store, data: Path | None = None) -> bool:
+    """What is wrong with the request that shows without the engine (UserError), writing nothing,
+    checked in the engine's order. True when nothing is left to check before queueing; False when
+    the engine must still look (heal.check_request): tokenizer files that differ, a GPU's free
+    memory, a tokenizer only transformers reads, text near what one batch needs."""
+    found = check_models(spec, store)
+    folders = [store.model_path(row) for row in (found.student, found.teacher)]
+    for row in (found.student, found.teacher):
+        check_stored(store, row)
+    if any(_read(folders[0] / name) != _read(folders[1] / name) for name in TOKENIZER_SETTINGS):
+        return False
+    check_device(spec.device)
+    if light_device(spec.device) != "cpu":
+        return False
+    import psutil
+
+    check_fits(memory_parts(spec, found.student, found.teacher, "cpu"), "cpu", psutil.virtual_memory().available)
+    text = load_source(spec.data, data)
+    tokens = count_tokens(folders[0], text.calibration)
+    return tokens is not None and tokens >= (1 + TOKEN_MARGIN) * spec.batch_size * spec.seq_len
+
+
+def _read(file: Path) -> bytes | None:
+    return file.read_bytes() if file.is_file() else None
+
+
+def memory_parts(spec: HealSpec, student: ModelInfo, teacher: ModelInfo, device_type: str) -> dict[str, int]:
+    """What healing holds on the device, in bytes: the teacher in the compute dtype, the student's
+    float32 weights, its gradients and AdamW's two moments for what trains, and the activations of
+    a batch (logits of both models dominate at small sizes)."""
+    half = spec.dtype in ("bfloat16", "float16") or (spec.dtype == "auto" and device_type != "cpu")
+    trained = student.parameters
+    if spec.train == "mlp":
+        trained = 3 * student.hidden_size * sum(student.widths)
+    elif spec.lora_rank is not None:
+        trained = spec.lora_rank * 4 * student.hidden_size * student.num_layers * 7
+    vocab = max(1, (student.parameters - 3 * student.hidden_size * sum(student.widths)) // student.hidden_size)
+    tokens = spec.batch_size * spec.seq_len
+    per_token = 4 * vocab + student.num_layers * (16 * student.hidden_size + 3 * max(student.widths))
+    return {
+        "teacher": teacher.parameters * (2 if half else 4),
+        "student": student.parameters * 4,
+        "optimiser": trained * 12,
+        "activations": tokens * per_token * 4,
+    }
+
+
+def check_fits(parts: dict[str, int], device: str, free: int | None) -> None:
+    """Refuse, before loading, what clearly cannot fit in the device's free memory."""
+    needed = sum(parts.values())
+    if free is not None and needed > free:
+        shown = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in parts.items())
+        raise UserError(
+            f"healing needs about {needed / 2**30:.1f} GiB on {device} ({shown}) but it has {free / 2**30:.1f} GiB "
+            "free: lower --batch-size or --seq-len, or train lora:RANK"
+        )

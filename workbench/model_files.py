@@ -96,6 +96,12 @@ def check_folder(folder: Path, hidden: int, widths: list[int], expected: dict[st
         raise UserError(f"{folder} holds no tokenizer ({' or '.join(TOKENIZER_FILES[:2])})")
 
 
+# The tokenizer file read on its own can differ from transformers' reading of it by a setting of
+# transformers' (a prefix space, say): a text must clear what a job needs by this share for
+# count_tokens to settle it, else the engine counts exactly.
+TOKEN_MARGIN = 0.02
+
+
 def count_tokens(folder: Path, documents: list[str]) -> int | None:
     """How many tokens the documents hold at least, by the folder's tokenizer.json (without the
     end-of-text token after each, which only adds); None where only transformers can tell (no

@@ -17,15 +17,10 @@ from store.db import Store
 from store.queries import ModelInfo
 from workbench.errors import UserError
 from workbench.jobs.gpus import check_device
-from workbench.model_files import check_stored, count_tokens
+from workbench.model_files import TOKEN_MARGIN, check_stored, count_tokens
 from workbench.sources import lookup
 from workbench.spec import PruneSpec, planned_widths
 from workbench.texts import TextSource, load_source
-
-# The tokenizer file read on its own can differ from transformers' reading of it by a setting of
-# transformers' (a prefix space, say): calibration text must clear what the run needs by this share
-# for the count to settle it, else the engine counts exactly.
-TOKEN_MARGIN = 0.02
 
 
 def check_request(spec: PruneSpec, store: Store, data: Path | None = None) -> bool:

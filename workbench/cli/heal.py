@@ -76,14 +76,19 @@ def spec_from(args: argparse.Namespace) -> HealSpec:
 def run(args: argparse.Namespace) -> int:
     """Runs as a job (see workbench.cli.foreground); the report is the job's result."""
     spec = spec_from(args)
+    from workbench import heal_request
     from workbench.cli.common import open_store, print_json
     from workbench.cli.foreground import run_as_job
-    from workbench.heal import check_request
     from workbench.texts import data_dir
 
     store = open_store(args)
     data = data_dir(getattr(args, "data_dir", None))
-    check_request(spec, store, data)  # bad input fails here, before a job row exists
+    # Bad input fails here, before a job row exists; the engine is imported only for what the light
+    # check cannot tell (tokenizers whose files differ, a GPU's free memory): a job process may have it.
+    if not heal_request.check_request(spec, store, data):
+        from workbench.heal import check_request
+
+        check_request(spec, store, data)
     job = run_as_job(args, store, "heal", spec.to_dict(), data=data, bar=not args.json)
     if job is None:  # --detach
         return 0

@@ -29,8 +29,11 @@ from workbench.errors import UserError
 from workbench.evaluation.local_tasks import (
     LocalTask,
     builtin_folders,
+    check_fewshot_count,
     check_local_data,
+    effective_shots,
     go_offline,
+    no_fewshot_split,
     write_local_tasks,
 )
 from workbench.progress import Progress
@@ -86,14 +89,10 @@ def prepare(spec: EvalSpec, names: list[str], data: Path | None, folder: Path) -
         except Exception as e:  # any failure to build the task or read its data: one line, before loading
             raise UserError(f"cannot prepare task {name}: {_first_line(e)}") from None
         shots = {t.get_config("num_fewshot") for t in built.values()}
-        # lm-eval keeps a task's own num_fewshot when its config says 0 (as simple_evaluate does).
-        effective = max((0 if s == 0 else (fewshot if fewshot is not None else s or 0)) for s in shots)
+        effective = max(effective_shots(fewshot, s) for s in shots)
         task_local = local.get(name)
         if task_local is not None and effective > 0 and task_local.fewshot_source is None:
-            raise UserError(
-                f"{name}: the local data has no training split to draw {effective} few-shot examples from; "
-                "use --fewshot 0 or run it without a data folder"
-            )
+            raise no_fewshot_split(name, effective)
         if effective > 0:
             _require_fewshot_docs(name, built.values(), effective)
         generates = any(t.get_config("output_type") == "generate_until" for t in built.values())
@@ -116,9 +115,6 @@ def _unreadable_yaml(folder: Path) -> tuple[Path, str] | None:
 
 
 def _require_fewshot_docs(name: str, tasks, shots: int) -> None:
-    """lm-eval fails midway ("Sample larger than population") when a task's few-shot split holds
-    fewer examples than asked, one more when that split is the one evaluated (the document itself
-    is left out): refused here instead."""
     for task in tasks:
         try:
             available = len(task.fewshot_docs())
@@ -126,11 +122,7 @@ def _require_fewshot_docs(name: str, tasks, shots: int) -> None:
             same = split is not None and split == task.config.test_split
         except Exception:  # no split to count (examples made by a function): lm-eval's own check stands
             continue
-        if shots + same > available:
-            raise UserError(
-                f"{name}: {shots} few-shot examples asked, but its few-shot split holds {available} "
-                f"(at most {available - same})"
-            )
+        check_fewshot_count(name, shots, available, same)
 
 
 class RequestCounter(CacheHook):

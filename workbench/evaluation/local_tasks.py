@@ -113,8 +113,6 @@ def check_local_data(data: Path, names: Iterable[str]) -> None:
 
 def write_local_tasks(data: Path, folder: Path, names: Iterable[str]) -> dict[str, LocalTask]:
     """Write a task YAML for each catalogue task in `names` into `folder`; returns what each is."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     names = [n for n in names if n in LOCAL_FILES]
     check_local_data(data, names)
     root = tasks_root()
@@ -124,30 +122,97 @@ def write_local_tasks(data: Path, folder: Path, names: Iterable[str]) -> dict[st
         if name == "mmlu":
             written[name] = _write_mmlu(data, folder, root)
             continue
-        builtin = root / BUILTIN[name]
-        files = {split: str((data / file).resolve()) for split, file in LOCAL_FILES[name].items()}
-        config = load_yaml(builtin, resolve_func=False)
-        missing = {k: None for k in SPLIT_KEYS if config.get(k) is not None and config[k] not in files}
-        override = {
-            "include": str(builtin),
-            "task": name,
-            "dataset_path": "json",
-            "dataset_name": None,
-            "dataset_kwargs": {"data_files": files},
-            **missing,
-            **EXTRA_OVERRIDES.get(name, {}),
-        }
+        config, override = _local_config(data, name)
         _write_yaml(folder / f"{name}.yaml", override)
-        merged = config | override
-        source = merged.get("fewshot_split") or merged.get("training_split")
-        written[name] = LocalTask(name, name in APPROXIMATE, source)
+        written[name] = LocalTask(name, name in APPROXIMATE, _fewshot_source(config))
     return written
+
+
+def _local_config(data: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A catalogue task on the local files: its whole config as lm-eval will read it, and the
+    override written for it (rows from the data folder's files, splits it lacks set to null)."""
+    builtin = tasks_root() / BUILTIN[name]
+    files = {split: str((data / file).resolve()) for split, file in LOCAL_FILES[name].items()}
+    config = _read_task_yaml(builtin)
+    missing = {k: None for k in SPLIT_KEYS if config.get(k) is not None and config[k] not in files}
+    override = {
+        "include": str(builtin),
+        "task": name,
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": files},
+        **missing,
+        **EXTRA_OVERRIDES.get(name, {}),
+    }
+    return config | override, override
+
+
+def _fewshot_source(config: dict[str, Any]) -> str | None:
+    return config.get("fewshot_split") or config.get("training_split")
+
+
+class _TaskYaml(yaml.SafeLoader):
+    """lm-eval's task YAML read without importing lm-eval's task package (which imports `datasets`):
+    a `!function` stays its dotted name."""
+
+
+_TaskYaml.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
+def _read_task_yaml(file: Path) -> dict[str, Any]:
+    """A task file with the files it includes merged under it, as lm-eval merges them."""
+    config = yaml.load(file.read_text(encoding="utf-8"), Loader=_TaskYaml) or {}  # noqa: S506 (a safe loader)
+    include = config.pop("include", None)
+    return config if include is None else _read_task_yaml(file.parent / include) | config
+
+
+def effective_shots(asked: int | None, configured: int | None) -> int:
+    """The few-shot examples lm-eval puts before each question: none where the task's config says 0
+    (simple_evaluate keeps a task's own 0), else those asked, else the task's own count."""
+    return 0 if configured == 0 else (asked if asked is not None else configured or 0)
+
+
+def no_fewshot_split(name: str, shots: int) -> UserError:
+    return UserError(
+        f"{name}: the local data has no training split to draw {shots} few-shot examples from; "
+        "use --fewshot 0 or run it without a data folder"
+    )
+
+
+def check_fewshot_count(name: str, shots: int, available: int, evaluated_too: bool) -> None:
+    """lm-eval fails midway ("Sample larger than population") when a task's few-shot split holds
+    fewer examples than asked, one more when that split is the one evaluated (the document itself
+    is left out): refused before anything loads instead."""
+    if shots + evaluated_too > available:
+        raise UserError(
+            f"{name}: {shots} few-shot examples asked, but its few-shot split holds {available} "
+            f"(at most {available - evaluated_too})"
+        )
+
+
+def fewshot_settled(data: Path, name: str, asked: int | None) -> bool:
+    """The few-shot rules for a catalogue task on the local data, from its YAML and its files alone
+    (UserError where they fail). False where only building the task can tell: a group of tasks
+    (mmlu), documents processed by a function, a few-shot sampler of its own."""
+    if name == "mmlu":
+        return False
+    config, _ = _local_config(data, name)
+    if config.get("process_docs") or config.get("fewshot_config"):
+        return False
+    shots = effective_shots(asked, config.get("num_fewshot"))
+    if shots == 0:
+        return True
+    source = _fewshot_source(config)
+    if source is None:
+        raise no_fewshot_split(name, shots)
+    with (data / LOCAL_FILES[name][source]).open(encoding="utf-8") as lines:  # (rows hold U+2028)
+        available = sum(1 for line in lines if line.strip())
+    check_fewshot_count(name, shots, available, source == config.get("test_split"))
+    return True
 
 
 def _write_mmlu(data: Path, folder: Path, root: Path) -> LocalTask:
     """One task per subject, each including its built-in file, reading its own slice of the rows."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     rows: dict[tuple[str, str], list[str]] = {}
     for split, file in LOCAL_FILES["mmlu"].items():
         with (data / file).open(encoding="utf-8") as lines:  # not splitlines(): rows hold U+2028
@@ -155,7 +220,7 @@ def _write_mmlu(data: Path, folder: Path, root: Path) -> LocalTask:
                 if line.strip():
                     rows.setdefault((json.loads(line)["subject"], split), []).append(line.rstrip("\n"))
     for builtin in sorted((root / "mmlu" / "default").glob("mmlu_*.yaml")):
-        config = load_yaml(builtin, resolve_func=False, recursive=False)
+        config = _read_task_yaml(builtin)
         subject = config["dataset_name"]
         files = {}
         for split in LOCAL_FILES["mmlu"]:

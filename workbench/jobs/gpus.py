@@ -70,8 +70,20 @@ def check_device(device: str) -> None:
     job, which then fails saying so)."""
     if device == "cuda" and not visible_gpus():
         raise UserError("device cuda is not available on this machine")
-    if device == "mps" and not (platform.system() == "Darwin" and platform.machine() == "arm64"):
+    if device == "mps" and not _apple_silicon():
         raise UserError("device mps is not available on this machine")
+
+
+def light_device(device: str) -> str | None:
+    """The device `auto` (or a named device) comes to, as far as shows without torch: `cpu` on a
+    host with no GPU the driver lists and no Apple silicon; None where only torch can tell."""
+    if device == "cpu" or (device == "auto" and not visible_gpus() and not _apple_silicon()):
+        return "cpu"
+    return None
+
+
+def _apple_silicon() -> bool:
+    return platform.system() == "Darwin" and platform.machine() == "arm64"
 
 
 def parse_slots(text: str, count: int) -> list[Slot]:
