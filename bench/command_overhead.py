@@ -6,7 +6,8 @@ A random-weight tiny Llama (bench/calibration_overhead.py's "tiny", 16M paramete
 store; each command in a fresh process, `--pause-s` apart (a researcher typing the next command;
 a warm process needs its imports done to help): a static `prune`, a `hybrid` prune on 4 x 128
 tokens of WikiText-2, an `eval --tasks speed`, an `eval --tasks gsm8k --limit 2` (five-shot, on the
-data folder: WORKBENCH_DATA or --data-dir's default). The job's own time is its row's start (the claim)
+data folder: WORKBENCH_DATA or --data-dir's default), a `heal` of the static prune's cut by its parent
+on 512 tokens. The job's own time is its row's start (the claim)
 to finish. Without warmth first, then with: the first warm command finds no worker and runs its
 job itself (leaving the warm worker behind), so the medians leave it out. Prints a table, writes
 bench/results/command-overhead.json.
@@ -40,6 +41,9 @@ COMMANDS = {
                      "--samples", "4", "--seq-len", "128", "--device", "cpu"],
     "eval speed": ["eval", "tiny", "--tasks", "speed", "--device", "cpu"],
     "eval gsm8k": ["eval", "tiny", "--tasks", "gsm8k", "--limit", "2", "--device", "cpu"],
+    # (the static prune's cut of this round, distilled from `tiny` on 4 x 2 x 64 WikiText-2 tokens)
+    "heal": ["heal", "{mode}-static-{i}", "--data", "wikitext2", "--tokens", "512", "--seq-len", "64", "--batch-size",
+             "2", "--device", "cpu"],
 }
 
 
@@ -100,7 +104,8 @@ def main() -> None:
             rows: dict[str, list[dict]] = {name: [] for name in COMMANDS}
             for i in range(args.repeats):
                 for name, argv in COMMANDS.items():
-                    named = argv + (["--name", f"{mode}-{name.split()[-1]}-{i}"] if argv[0] == "prune" else [])
+                    named = [a.format(mode=mode, i=i) for a in argv]
+                    named += ["--name", f"{mode}-{name.split()[-1]}-{i}"] if argv[0] in ("prune", "heal") else []
                     wall, _ = run(store_dir, named, warm)
                     job = job_seconds(newest_job(store_dir))
                     first = warm and i == 0 and name == next(iter(COMMANDS))  # no worker yet: it ran its job itself

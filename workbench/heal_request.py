@@ -7,8 +7,10 @@ CPU), so that the CLI refuses bad input at once and leaves the job to a warm job
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from store import queries
 from store.db import Store
@@ -20,9 +22,12 @@ from workbench.sources import classify, job_model, job_reference
 from workbench.spec import HealSpec
 from workbench.texts import load_source
 
-# What makes a tokenizer: files the same byte for byte in both folders tokenise alike.
+# What makes a tokenizer: two folders whose files say the same tokenise alike.
 TOKENIZER_SETTINGS = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json",
                       "special_tokens_map.json", "added_tokens.json")  # fmt: skip
+# What transformers writes into tokenizer_config.json about where a tokenizer was read from, not
+# how it tokenises (a cut's copy gains them when its parent's is read and saved again).
+LOADING_KEYS = frozenset({"is_local", "local_files_only", "name_or_path", "_commit_hash"})
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ def check_request(spec: HealSpec, store: Store, data: Path | None = None) -> boo
     folders = [store.model_path(row) for row in (found.student, found.teacher)]
     for row in (found.student, found.teacher):
         check_stored(store, row)
-    if any(_read(folders[0] / name) != _read(folders[1] / name) for name in TOKENIZER_SETTINGS):
+    if _tokenizer_settings(folders[0]) != _tokenizer_settings(folders[1]):
         return False
     check_device(spec.device)
     if light_device(spec.device) != "cpu":
@@ -92,8 +97,18 @@ def check_request(spec: HealSpec, store: Store, data: Path | None = None) -> boo
     return tokens is not None and tokens >= (1 + TOKEN_MARGIN) * spec.batch_size * spec.seq_len
 
 
-def _read(file: Path) -> bytes | None:
-    return file.read_bytes() if file.is_file() else None
+def _tokenizer_settings(folder: Path) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for name in TOKENIZER_SETTINGS:
+        if (folder / name).is_file():
+            settings[name] = (folder / name).read_bytes()
+    if "tokenizer_config.json" in settings:
+        try:
+            config = json.loads(settings["tokenizer_config.json"])
+        except ValueError:  # the engine says what transformers makes of it
+            return {"unreadable": folder}
+        settings["tokenizer_config.json"] = {k: v for k, v in config.items() if k not in LOADING_KEYS}
+    return settings
 
 
 def memory_parts(spec: HealSpec, student: ModelInfo, teacher: ModelInfo, device_type: str) -> dict[str, int]:
