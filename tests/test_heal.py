@@ -271,6 +271,7 @@ BAD = [
     (["--tokens", "100", "--name", "5"], "'5' cannot name a model: it is a bare number"),
     (["--tokens", "100", "--name", "other"], "the store already has a model named 'other': choose another --name"),
     (["--tokens", "100", "--teacher", "nosuch"], "the teacher must be a model in the store; nosuch is not one"),
+    (["--tokens", "100", "--teacher", "job:99"], "job:99 names no job: there is no job 99"),
 ]
 
 

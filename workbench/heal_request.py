@@ -18,7 +18,7 @@ from store.queries import ModelInfo
 from workbench.errors import UserError
 from workbench.jobs.gpus import check_device, light_device
 from workbench.model_files import TOKEN_MARGIN, check_stored, count_tokens
-from workbench.sources import classify, job_model, job_reference
+from workbench.sources import job_reference, lookup
 from workbench.spec import HealSpec
 from workbench.texts import load_source
 
@@ -40,17 +40,13 @@ def stored_model(store: Store, model: str) -> ModelInfo | None:
     """The stored model a MODEL argument names (`job:N`, a name or id, or a source imported
     before), else None: a heal takes stored models only, so a source not imported yet and what
     names nothing at all are refused alike (UserError for a `job:N` that has made no model)."""
-    job_id = job_reference(model)
-    if job_id is not None:
-        return job_model(store, job_id)
-    found = queries.find_model(store, model)
-    if found is not None:
-        return found
     try:
-        source = classify(model)
+        row, _ = lookup(store, model)
     except UserError:
+        if job_reference(model) is not None:
+            raise
         return None
-    return queries.model_by_source(store, source.kind, source.ref)
+    return row
 
 
 def check_models(spec: HealSpec, store: Store) -> HealModels:
