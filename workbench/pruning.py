@@ -234,19 +234,20 @@ def check_request(spec: PruneSpec, store: Store, data: Path | None = None) -> st
 def _checked(
     spec: PruneSpec, store: Store, data: Path | None
 ) -> tuple[TextSource | None, model_io.Target, list[int], torch.Tensor | None, torch.device]:
-    _, text = prune_request.check_rules(spec, store, data)  # the request, a stored model's files, the name
+    row, text = prune_request.check_rules(spec, store, data)  # the request, a stored model's files and widths, the name
     target = model_io.resolve(store, spec.model)
-    hidden, widths = target.check(store)  # a source's too: its config, files and tokenizer
-    planned_widths(spec, hidden, widths)  # a target the model cannot meet fails here
+    if row is None:  # a source still to import: its config, files and tokenizer
+        planned_widths(spec, *target.check(store))  # a target the model cannot meet fails here
+    elif text is None:  # a stored model's tokenizer as transformers reads it (calibration reads it below)
+        target.tokenizer(store)
     sequences = None
     if text is not None:
-        tokenizer = target.tokenizer(store)
         sequences = calibration.build_sequences(
-            tokenizer, text.calibration, spec.samples, spec.seq_len, text.name
+            target.tokenizer(store), text.calibration, spec.samples, spec.seq_len, text.name
         )
     # The device's availability, not its dtype: resolving "auto" to a dtype on CUDA opens a
     # context, which a front end that only queues the job should not hold.
-    return text, target, widths, sequences, resolve_device(spec.device)
+    return text, target, target.shape()[1], sequences, resolve_device(spec.device)
 
 
 def retention_row(plan: LayerPlan, repaired: LayerRepair | None = None) -> LayerRetention:
