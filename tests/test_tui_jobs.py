@@ -43,7 +43,8 @@ async def test_jobs_show_progress_eta_log_and_errors_in_their_row(store, filled,
         job = job_rows.claim(store, os.getpid(), job_id=job_id)
         job_rows.update_running(store, job_id, stage="score", progress=0.4, eta_seconds=75, message="layer 2/3")
         (store.root / job.log_path).write_text("loading llama-base\nscoring layer 0\n")
-        await wait_for(pilot, lambda: "scoring layer 0" in screen_text(app))  # the log follows the row
+        shown = ("████░░░░░░  40%", "1m 15s", "layer 2/3", "scoring layer 0")  # the row, then its log: two polls
+        await wait_for(pilot, lambda: all(s in screen_text(app) for s in shown))
         text = screen_text(app)
         assert "████░░░░░░  40%" in text and "1m 15s" in text and "layer 2/3" in text
         assert "scoring layer 0" in text  # the log of the job under the cursor
