@@ -145,7 +145,6 @@ class JobsScreen(StoreScreen):
     class Polled(Message):
         jobs: list[JobInfo]
         worker: bool  # a job process runs on this host
-        started: bool  # this poll started it, for the queued jobs
         log: LogChunk | None
         gpus: int  # this host's GPUs
 
@@ -214,7 +213,9 @@ class JobsScreen(StoreScreen):
     def _poll(self, log_job: int | None, shown_job: int | None, offset: int) -> None:
         if self._gpus is None:
             self._gpus = len(gpus.visible_gpus())
-        started = jobs.ensure_worker(self.store)  # queued work never waits for a job process that is gone
+        if jobs.ensure_worker(self.store):  # queued work never waits for a job process that is gone
+            # Said here, not with the poll's message: a newer poll may cancel this one before it posts.
+            self.notify("started a job process for the queued jobs")
         listed = jobs.list_jobs(self.store, limit=SHOWN)
         chunk = None
         job = next((j for j in listed if j.id == log_job), None)
@@ -223,15 +224,13 @@ class JobsScreen(StoreScreen):
             fresh = job.id != shown_job
             chunk = read_log(path, job.id, 0 if fresh else offset, fresh)
         if not get_current_worker().is_cancelled:
-            self.post_message(self.Polled(listed, jobs.worker_running(self.store), started, chunk, self._gpus))
+            self.post_message(self.Polled(listed, jobs.worker_running(self.store), chunk, self._gpus))
 
     def on_jobs_screen_polled(self, message: Polled) -> None:
         table = self.query_one(JobsTable)
         before, current = self.jobs, self.current
         self.jobs = table.jobs = {j.id: j for j in message.jobs}
         self.worker = message.worker
-        if message.started:
-            self.notify("started a job process for the queued jobs")
         for job in message.jobs:
             old = before.get(job.id)
             if old is None or old.status == job.status:
