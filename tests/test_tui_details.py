@@ -3,6 +3,7 @@ it, what exports; a base, its cut, the cut repaired and the cut healed side by s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -15,7 +16,7 @@ from tui.chart import Chart
 from tui.forms.evaluate import EvalForm
 from tui.records import RecordTable
 from tui.screens.compare import CompareScreen
-from tui.screens.heal_detail import HealDetailScreen
+from tui.screens.heal_detail import HealDetailScreen, curve
 from tui.screens.model_detail import ModelDetailScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.tradeoff import TradeoffScreen
@@ -229,6 +230,14 @@ def recovered_fixture(store, filled) -> dict[str, int]:
     return filled | add_recovery(store, filled)
 
 
+def test_the_loss_curve_is_named_for_what_its_values_are(store, recovered):
+    """At temperature T the KL is scaled by T² (so its gradients keep their size): the label says so."""
+    heal = queries.get_heal(store, recovered["heal"])
+    assert curve(heal).label == "KL divergence"
+    warm = dataclasses.replace(heal, temperature=2.0, settings=heal.settings | {"ce_weight": 0.25})
+    assert curve(warm).label == "0.75 KL + 0.25 CE (KL at temperature 2, times 4)"
+
+
 async def test_heal_detail_draws_the_loss_curve_and_opens_the_lineage(store, recovered):
     app = app_on(store)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -255,6 +264,7 @@ async def test_heal_detail_draws_the_loss_curve_and_opens_the_lineage(store, rec
         assert "lineage: llama-base → llama-wanda-25 → llama-wanda-25-healed" in text
         # The curve: braille dots from the top left (the first loss) falling to the right, one point a step.
         chart = screen.query_one(Chart)
+        assert chart.series[0].label == "KL divergence"
         assert len(chart.series[0].points) == 40 and chart.series[0].points[0] == (1024, 2.2661)
         plot = [line for line in text.splitlines() if "┤" in line or "│" in line]
         top, bottom = plot[0].split("┤", 1)[1], plot[-1].split("┤", 1)[1]

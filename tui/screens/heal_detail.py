@@ -1,4 +1,4 @@
-"""Heal detail: the loss curve (KL divergence over the tokens seen) drawn as a chart, with where it
+"""Heal detail: the loss curve (the distillation loss over the tokens seen) drawn as a chart, with where it
 started and ended, the tokens and passes, time and peak memory; every setting; the lineage (base ->
 cut -> healed, each name opening its model); the job's log."""
 
@@ -43,8 +43,10 @@ class LossCurve:
 
 def curve(heal: HealInfo) -> LossCurve:
     name = "KL divergence" if heal.loss_name == "KL" else heal.loss_name
-    return LossCurve(f"{name} (temperature {heal.temperature:g})",
-                     tuple((tokens, loss) for _, tokens, loss in heal.loss_curve))  # fmt: skip
+    t = heal.temperature
+    if t != 1:  # the KL is taken at temperature T and scaled by T² (Hinton et al.), as the values are
+        name += f" (KL at temperature {t:g}, times {t * t:g})"
+    return LossCurve(name, tuple((tokens, loss) for _, tokens, loss in heal.loss_curve))
 
 
 def summary(heal: HealInfo) -> Text:
