@@ -217,7 +217,7 @@ async def test_tradeoff_of_a_model_never_evaluated_says_how_to_evaluate_it(store
         table = app.screen.query_one(RecordTable).table
         records = {(r["task"], r["metric"]): r for r in table.records()}
         assert records[("arc_easy", "acc_norm,none")]["pruned"] is None
-        assert table.formatted()[1][:5] == ["model", "size_bytes", "1000 B", "3.0 MiB", "+3.0 MiB"]  # as elsewhere
+        assert table.formatted()[1][:6] == ["model", "size_bytes", "1000 B", "3.0 MiB", "", "+3.0 MiB"]  # as elsewhere
         await pilot.press("e")  # both models, ready for the same tasks
         await settle(pilot)
         assert isinstance(app.screen, EvalForm)
@@ -290,6 +290,17 @@ async def test_heal_detail_draws_the_loss_curve_and_opens_the_lineage(store, rec
         await pilot.press("escape", "o")  # and the healed model, from its key
         await settle(pilot)
         assert isinstance(app.screen, ModelDetailScreen) and app.screen.model_id == recovered["healed"]
+
+
+async def test_tradeoff_fits_80_columns_without_scrolling_sideways(store, recovered):
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.open_tradeoff(recovered["healed"])
+        await settle(pilot)
+        table = app.screen.query_one(RecordTable)
+        assert 0 < table.virtual_size.width <= table.scrollable_content_region.width
+        assert [str(c.label) for c in table.columns.values()][2:5] == ["parent", "healed", "±"]
 
 
 async def test_tradeoff_of_a_healed_model_is_against_its_cut_and_on_b_against_the_base(store, recovered):

@@ -66,10 +66,10 @@ def view(c: tradeoff.Comparison, roles: tuple[str, str] = ("parent", "pruned")) 
         Column("metric", fmt=metric),
         Column("parent", before, shown, numeric=True),
         Column("pruned", after, shown, numeric=True),
+        Column("stderr", "±", tradeoff.figure, numeric=True),  # beside its figure: the table fits 80 columns
         Column("delta", "change", tradeoff.signed, numeric=True),
         Column("relative", "relative", percent, numeric=True),
         Column("noise", "vs noise", noise),
-        Column("stderr", f"± {after}", tradeoff.figure, numeric=True),
     ]
     rows: list[list[Any]] = []
     styles: dict[tuple[int, str], str] = {}
@@ -77,8 +77,8 @@ def view(c: tradeoff.Comparison, roles: tuple[str, str] = ("parent", "pruned")) 
         a, b, change = r.cells.get(base.id), r.cells.get(pruned.id), r.changes.get(pruned.id)
         rows.append([
             r.label, r.metric, r.figure(a.value) if a else None, r.figure(b.value) if b else None,
-            r.figure(change.delta) if change else None, change.relative if change else None,
-            change.beyond_noise if change else None, b.stderr if b else None,
+            b.stderr if b else None, r.figure(change.delta) if change else None,
+            change.relative if change else None, change.beyond_noise if change else None,
         ])  # fmt: skip
         styles.update({(i, key): NOISE for key, cell in (("parent", a), ("pruned", b)) if cell is None})
         if change is None:
