@@ -134,6 +134,11 @@ def test_what_a_job_would_find_wrong_is_refused_before_queueing(stored, tmp_path
             says="layers.0.mlp.down_proj.weight has shape [32, 96], but config.json says [32, 64]")
     refused(capsys, "eval", "base", "--tasks", "arc_easy", "--limit", "2", "--fewshot", "100000", *at,
             says="arc_easy: 100000 few-shot examples asked, but its few-shot split holds")
+    # One model named twice: stored (the light check), and a folder not imported yet (the engine's).
+    refused(capsys, "eval", "base", "1", "--tasks", "speed", *at, says="'1' and 'base' are the same model")
+    twin = _damaged_copy(source, tmp_path, "twin", lambda f: None)
+    refused(capsys, "eval", str(twin), f"{twin}/", "--tasks", "speed", *at,
+            says=f"'{twin}/' and '{twin}' are the same model")
     assert _state(stored) == before
 
 

@@ -17,7 +17,7 @@ from workbench.errors import UserError
 from workbench.evaluation.local_tasks import LOCAL_FILES, check_local_data, fewshot_settled
 from workbench.jobs.gpus import check_device
 from workbench.model_files import check_stored, count_tokens
-from workbench.sources import lookup
+from workbench.sources import lookup, refuse_one_model_twice
 from workbench.spec import PPL_PREFIX, TASKS, EvalSpec
 from workbench.texts import load_source
 
@@ -30,15 +30,12 @@ def check_request(spec: EvalSpec, store: Store, data: Path | None = None) -> boo
     a model not stored yet, a tokenizer only transformers reads, an lm-eval task it cannot vouch for."""
     spec.validate()
     check_device(spec.device)
-    named: dict[int, str] = {}
+    rows = [lookup(store, name)[0] for name in spec.models]
+    if any(row is None for row in rows):
+        return False
+    refuse_one_model_twice(spec.models, [row.id for row in rows])
     folders = []
-    for name in spec.models:
-        row, _ = lookup(store, name)
-        if row is None:
-            return False
-        if row.id in named:
-            raise UserError(f"{name!r} and {named[row.id]!r} are the same model")
-        named[row.id] = name
+    for row in rows:
         check_stored(store, row)
         folders.append(store.model_path(row))
     for task in spec.tasks:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,16 @@ def lookup(store: Store, model: str) -> tuple[ModelInfo | None, ModelSource | No
         return stored, None
     source = classify(model)
     return queries.model_by_source(store, source.kind, source.ref), source
+
+
+def refuse_one_model_twice(names: Sequence[str], keys: Sequence[Hashable]) -> None:
+    """A request naming one model twice (two names, or a name and its id) is refused: its figures
+    would be one model's twice. `keys` tell the models apart (a stored model's id, a source)."""
+    seen: dict[Hashable, str] = {}
+    for name, key in zip(names, keys, strict=True):
+        if key in seen:
+            raise UserError(f"{name!r} and {seen[key]!r} are the same model")
+        seen[key] = name
 
 
 def classify(model: str) -> ModelSource:

@@ -229,12 +229,8 @@ def _summary(row: Evaluation) -> dict[str, Any]:
 
 def _resolve_models(store: Store, models: tuple[str, ...]) -> list[model_io.Target]:
     targets = [model_io.resolve(store, m) for m in models]
-    seen: dict[object, str] = {}
-    for name, target in zip(models, targets, strict=True):
-        key = target.row.id if target.row is not None else target.source
-        if key in seen:
-            raise UserError(f"{name!r} and {seen[key]!r} are the same model")
-        seen[key] = name
+    sources.refuse_one_model_twice(models, [t.row.id if t.row is not None else t.source for t in targets])
+    for target in targets:
         target.check(store)  # a model that is no GLU model, or cannot be read, fails before anything loads
     return targets
 
