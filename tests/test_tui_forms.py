@@ -3,6 +3,8 @@ field in the form's words; letters that stay in the form; leaving or quitting wi
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from textual.widgets import Button, Input, Select, SelectionList, Static
 from tui_helpers import anyio_backend, app_on, filled_fixture, notices, screen_text, settle, wait_for  # noqa: F401  (fixtures)
@@ -201,9 +203,14 @@ async def test_eval_form_picks_models_and_tasks_checks_and_queues_a_job(store, f
         await type_into(pilot, "batch-size", "big")
         assert under(form, "batch-size") == "the batch size must be auto or a positive integer, got 'big'"
         await type_into(pilot, "batch-size", "8")
+        slow = iter([1.0])  # the first start of a job process is slow
+        monkeypatch.setattr(jobs, "ensure_worker", lambda store: time.sleep(next(slow, 0)) or True)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: jobs.list_jobs(store))  # queued, the form still up: pressed again
         await pilot.press("ctrl+s")
         await settle(pilot)
         assert isinstance(app.screen, JobsScreen)
+        assert len(jobs.list_jobs(store)) == 1
         job = jobs.list_jobs(store)[0]
         assert (job.kind, job.request["tasks"], job.request["limit"]) == ("eval", ["arc_easy", "piqa"], 100.0)
         assert sorted(job.request["models"]) == ["llama-ppm-50", "llama-wanda-25", "qwen-base"]

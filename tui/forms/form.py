@@ -21,6 +21,7 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Input, Select, SelectionList, Static
+from textual.worker import Worker, WorkerState
 
 from store.db import Store
 from tui.confirm import Confirm
@@ -54,6 +55,7 @@ class FormScreen(StoreScreen):
         super().__init__(store)
         self.problem: Problem | None = None
         self._pristine: dict[str, object] | None = None
+        self.launching = False  # its job is being queued (a "launch" worker runs)
 
     def on_mount(self) -> None:
         # After the subclass's own mount (Textual calls it first) has filled the fields in.
@@ -167,11 +169,19 @@ class FormScreen(StoreScreen):
         raise NotImplementedError
 
     def launch_checked(self) -> None:
-        """Queue what the form holds (ready() is true)."""
+        """Queue what the form holds (ready() is true), on a worker of the group "launch"."""
         raise NotImplementedError
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        super().on_worker_state_changed(event)  # a failure is said
+        if event.worker.group == "launch" and event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
+            self.launching = False  # nothing queued: it may be launched again
+
     def action_launch(self) -> None:
+        if self.launching:  # pressed again before the queued job's message closed the form: one job
+            return
         if self.ready():
+            self.launching = True
             self.launch_checked()
             return
         problem = self.problem
