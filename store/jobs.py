@@ -304,11 +304,18 @@ def request_cancel(store: Store, job_id: int) -> JobInfo:
 
 def retry(store: Store, job_id: int) -> int:
     """Queue a failed, cancelled or interrupted job again as a new job (the old row stays as
-    history, with its log), waiting for what it waited for; the new job's id."""
+    history, with its log, and names the new one: result["retried_as"]), waiting for what it waited
+    for; the new job's id. A job whose last retry has not failed is not retried again (two people
+    sharing a store, or a key pressed twice, would otherwise run the same work twice)."""
     with store.write() as session:
+        session.execute(select(Job.id).where(Job.id == job_id).with_for_update())  # a second retry waits
         job = get_job(session, job_id)
         if job.status not in RETRYABLE:
             raise StoreError(f"job {job_id} is {job.status}: only failed, cancelled or interrupted jobs are retried")
+        retried_as = job.result.get("retried_as")
+        last = session.get(Job, retried_as) if retried_as is not None else None
+        if last is not None and last.status not in RETRYABLE:
+            raise StoreError(f"job {job_id} was retried already, as job {retried_as} ({last.status})")
         if job.after_job_id is not None:
             waited = get_job(session, job.after_job_id)
             if waited.status in RETRYABLE:
@@ -320,6 +327,7 @@ def retry(store: Store, job_id: int) -> int:
         session.add(new)
         session.flush()
         assert new.id is not None
+        session.execute(update(Job).where(Job.id == job_id).values(result=job.result | {"retried_as": new.id}))
         return new.id
 
 

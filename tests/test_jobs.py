@@ -97,7 +97,7 @@ def test_cancel_stops_a_queued_job_at_once_and_flags_a_running_one(store, capsys
     assert "no job 99" in capsys.readouterr().err
 
 
-def test_retry_queues_a_new_job_with_the_same_request_and_only_for_jobs_that_did_not_finish_well(store):
+def test_retry_queues_a_new_job_with_the_same_request_and_only_for_jobs_that_did_not_finish_well(store, capsys):
     job_id = submit(store, "prune", request(samples=3))
     with pytest.raises(jobs.StoreError, match="only failed, cancelled or interrupted"):
         jobs.retry(store, job_id)
@@ -106,6 +106,17 @@ def test_retry_queues_a_new_job_with_the_same_request_and_only_for_jobs_that_did
     old, new = jobs.get_job(store, job_id), jobs.get_job(store, again)
     assert new.id != old.id and new.status == "queued" and new.spec == old.spec and new.kind == old.kind
     assert new.message == f"retry of job {job_id}" and old.status == "cancelled"
+    assert old.result == {"retried_as": again}
+    # Retried already, by someone else sharing the store or by a key pressed twice: refused...
+    with pytest.raises(jobs.StoreError, match=rf"job {job_id} was retried already, as job {again} \(queued\)"):
+        jobs.retry(store, job_id)
+    assert main(["--store", store.location, "jobs", "retry", str(job_id)]) == 2
+    assert capsys.readouterr().err == f"workbench: error: job {job_id} was retried already, as job {again} (queued)\n"
+    assert [j.id for j in jobs.list_jobs(store)] == [again, job_id]
+    # ...until that retry has not gone well either.
+    jobs.request_cancel(store, again)
+    third = jobs.retry(store, job_id)
+    assert jobs.get_job(store, job_id).result == {"retried_as": third} and third not in (job_id, again)
 
 
 def test_outcomes_are_written_only_while_the_job_runs(store):
