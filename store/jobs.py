@@ -304,7 +304,7 @@ def request_cancel(store: Store, job_id: int) -> JobInfo:
 
 def retry(store: Store, job_id: int) -> int:
     """Queue a failed, cancelled or interrupted job again as a new job (the old row stays as
-    history, with its log, and names the new one: result["retried_as"]), waiting for what it waited
+    history, with its log, and names the new one: result["retry"]["job_id"]), waiting for what it waited
     for; the new job's id. A job whose last retry has not failed is not retried again (two people
     sharing a store, or a key pressed twice, would otherwise run the same work twice)."""
     with store.write() as session:
@@ -312,7 +312,7 @@ def retry(store: Store, job_id: int) -> int:
         job = get_job(session, job_id)
         if job.status not in RETRYABLE:
             raise StoreError(f"job {job_id} is {job.status}: only failed, cancelled or interrupted jobs are retried")
-        retried_as = job.result.get("retried_as")
+        retried_as = retried_by(job)
         last = session.get(Job, retried_as) if retried_as is not None else None
         if last is not None and last.status not in RETRYABLE:
             raise StoreError(f"job {job_id} was retried already, as job {retried_as} ({last.status})")
@@ -327,8 +327,14 @@ def retry(store: Store, job_id: int) -> int:
         session.add(new)
         session.flush()
         assert new.id is not None
-        session.execute(update(Job).where(Job.id == job_id).values(result=job.result | {"retried_as": new.id}))
+        # Under a "job_id" key, which a store copy renumbers as it renumbers the jobs.
+        session.execute(update(Job).where(Job.id == job_id).values(result=job.result | {"retry": {"job_id": new.id}}))
         return new.id
+
+
+def retried_by(job: JobInfo) -> int | None:
+    """The job that last retried this one, if any."""
+    return (job.result.get("retry") or {}).get("job_id")
 
 
 def remove_temp_folders(store: Store, pid: int, host: str) -> list[str]:

@@ -106,7 +106,7 @@ def test_retry_queues_a_new_job_with_the_same_request_and_only_for_jobs_that_did
     old, new = jobs.get_job(store, job_id), jobs.get_job(store, again)
     assert new.id != old.id and new.status == "queued" and new.spec == old.spec and new.kind == old.kind
     assert new.message == f"retry of job {job_id}" and old.status == "cancelled"
-    assert old.result == {"retried_as": again}
+    assert old.result == {"retry": {"job_id": again}} and jobs.retried_by(old) == again
     # Retried already, by someone else sharing the store or by a key pressed twice: refused...
     with pytest.raises(jobs.StoreError, match=rf"job {job_id} was retried already, as job {again} \(queued\)"):
         jobs.retry(store, job_id)
@@ -116,7 +116,7 @@ def test_retry_queues_a_new_job_with_the_same_request_and_only_for_jobs_that_did
     # ...until that retry has not gone well either.
     jobs.request_cancel(store, again)
     third = jobs.retry(store, job_id)
-    assert jobs.get_job(store, job_id).result == {"retried_as": third} and third not in (job_id, again)
+    assert jobs.retried_by(jobs.get_job(store, job_id)) == third and third not in (job_id, again)
 
 
 def test_outcomes_are_written_only_while_the_job_runs(store):

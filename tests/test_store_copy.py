@@ -18,7 +18,7 @@ from workbench.cli.main import main
 
 def filled(store: Store) -> dict[str, int]:
     """A store with models (and their files), runs, retention, evaluations, a study, and jobs
-    done (with a log and a result naming rows), queued after another, and failed."""
+    done (with a log and a result naming rows), queued after another, and cancelled and retried."""
     ids = fill_study(store)
     with store.session() as session:
         paths = session.scalars(select(queries.Model.path)).all()
@@ -35,7 +35,9 @@ def filled(store: Store) -> dict[str, int]:
     evaluation = jobs.add_job(store, "eval", {"request": {"models": [f"job:{prune}"]}}, after=prune)
     failed = jobs.add_job(store, "import", {"request": {"source": "nowhere"}})
     jobs.request_cancel(store, failed)
-    return ids | {"prune_job": prune, "eval_job": evaluation, "run": pruned.run_id, "model": pruned.model_id}
+    jobs.retry(store, failed)  # the cancelled job names its retry
+    return ids | {"prune_job": prune, "eval_job": evaluation, "failed_job": failed, "run": pruned.run_id,
+                  "model": pruned.model_id}
 
 
 def rows(store: Store) -> dict[str, list[dict]]:
@@ -128,6 +130,9 @@ def test_a_merge_renumbers_every_row_and_what_points_at_it(store, tmp_path, caps
         assert done.log_path == jobs.log_relpath(done.id)
         waiting = next(j for j in jobs.list_jobs(merged) if j.kind == "eval")
         assert waiting.after_job_id == done.id and waiting.request == {"models": [f"job:{done.id}"]}
+        cancelled, retried = (next(j for j in jobs.list_jobs(merged) if j.kind == "import" and j.status == status)
+                              for status in ("cancelled", "queued"))  # fmt: skip
+        assert jobs.retried_by(cancelled) == retried.id != ids["failed_job"] + 1
         study = studies.get_study(merged, NAME)
         assert study.base_model_id == queries.get_model(merged, "smol-base").id
         assert {i.run_id for i in studies.items(merged, study.id) if i.run_id} <= {

@@ -165,7 +165,7 @@ def show(args: argparse.Namespace) -> int:
         ("waits for", f"job {job.after_job_id}" if job.after_job_id is not None and job.status == "queued" else ""),
         ("error", job.error or ""),
         ("result", result),
-        ("retried as", f"job {job.result['retried_as']}" if "retried_as" in job.result else ""),
+        ("retried as", f"job {retried}" if (retried := jobs.retried_by(job)) is not None else ""),
         ("stage", job.stage),
         ("progress", f"{100 * job.progress:.0f}%" if job.started_at else ""),
         ("message", job.message),
