@@ -86,6 +86,24 @@ async def test_run_detail_shows_retention_with_bars_depth_scores_stages(store, f
         assert retention.export_table().records()[0]["kept_score_mean"] == 1.0  # raw values export
 
 
+async def test_a_repaired_run_shows_its_repair_and_each_layers_error_cut_and_repaired(store, recovered):
+    app = app_on(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.open_run(recovered["repaired_run"])
+        await settle(pilot)
+        screen = app.screen
+        retention = screen.query_one("#retention-table", RecordTable)
+        assert [row[:6] for row in cells(retention)] == [["0", "96", "72", "75.0", "0.2000", "0.1000"],
+                                                         ["1", "96", "72", "75.0", "0.3000", "0.1500"],
+                                                         ["2", "96", "72", "75.0", "0.4000", "0.2000"]]  # fmt: skip
+        text = screen_text(app)
+        assert "error" in text and "repaired" in text  # the headers, in sight at 80 columns
+        assert "repair: mean relative MLP output error 0.3 cut → 0.15 repaired (-50%)" in text
+        config = dict((k, v) for k, v in cells(screen.query_one("#configuration-table", RecordTable)))
+        assert config["repair"] == "oneshot least-squares refit of down_proj, damping 0.01 × mean of diag G[K,K]"
+
+
 async def test_compare_marks_the_best_and_counts_shared_kept_neurons(store, filled):
     app = app_on(store)
     async with app.run_test(size=(120, 30)) as pilot:

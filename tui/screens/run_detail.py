@@ -27,13 +27,21 @@ from tui.screens.tabbed import TabbedScreen
 from workbench import jobs
 from workbench.tabular import Column, Table, count, fixed, plain, size
 
-SCORE = fixed(4)
+SCORE = plain  # four significant digits: scores run from 1e-6 (variance) to thousands (activations)
 # Headers of two lines: the scores of the kept and of the removed neurons, each min, mean and max.
 RETENTION_COLUMNS = [
     Column("layer", numeric=True),
     Column("original_width", "width", numeric=True),
     Column("kept_width", "kept", numeric=True),
     Column("percent_kept", "% kept", fixed(1), numeric=True),
+]
+# A repaired run's relative reconstruction error of each layer's MLP output, cut and refit: beside
+# the share kept, where 80 columns show it.
+REPAIR_COLUMNS = [
+    Column("repair_error_before", "error\ncut", fixed(4), numeric=True),
+    Column("repair_error_after", "error\nrepaired", fixed(4), numeric=True),
+]
+SCORE_COLUMNS = [
     Column("kept_score_min", "score kept\nmin", SCORE, numeric=True),
     Column("kept_score_mean", "score kept\nmean", SCORE, numeric=True),
     Column("kept_score_max", "score kept\nmax", SCORE, numeric=True),
@@ -73,6 +81,8 @@ def configuration(run: RunDetail) -> Table:
         ("layers", run.layers),
         ("calibration", calibration),
         ("calibration hash", run.calibration_hash or ""),
+        ("repair", f"{run.repair} least-squares refit of down_proj, damping {run.repair_damping:g} × mean of "
+                   "diag G[K,K]" if run.repair else ""),
         ("device", run.device),
         ("dtype", run.dtype),
         ("parameters", parameters),
@@ -146,6 +156,20 @@ def score_summary(scorer: str, layers: tuple[RetentionInfo, ...]) -> Text:
     return summary
 
 
+def repair_summary(layers: tuple[RetentionInfo, ...]) -> Text:
+    """A repaired run's reconstruction error, mean over layers, before and after the refit."""
+    pairs = [(r.repair_error_before, r.repair_error_after) for r in layers
+             if r.repair_error_before is not None and r.repair_error_after is not None]  # fmt: skip
+    if not pairs:
+        return Text("")
+    before, after = (sum(p[i] for p in pairs) / len(pairs) for i in (0, 1))
+    summary = Text("  repair: mean relative MLP output error ")
+    summary.append(f"{before:.4g} cut → {after:.4g} repaired", "bold")
+    if before:
+        summary.append(f" ({100 * (after - before) / before:+.0f}%)")
+    return summary
+
+
 def stages(run: RunDetail) -> Table:
     rows = [[k, v] for k, v in run.stage_seconds.items()]
     rows.append(["total", sum(run.stage_seconds.values())])
@@ -206,10 +230,10 @@ class RunDetailScreen(TabbedScreen):
         self.query_one("#depth", Static).update(depth_picture(run))
         retention = self.query_one("#retention-table", RecordTable)
         retention.border_title = f"retention of run {run.id}"
-        retention.show(
-            Table.of(f"retention of run {run.id}", RETENTION_COLUMNS, run.retention), bars={"percent_kept": 100.0}
-        )
-        self.query_one("#scores", Static).update(score_summary(run.scorer, run.retention))
+        columns = RETENTION_COLUMNS + (REPAIR_COLUMNS if run.repair else []) + SCORE_COLUMNS
+        retention.show(Table.of(f"retention of run {run.id}", columns, run.retention), bars={"percent_kept": 100.0})
+        lines = [score_summary(run.scorer, run.retention), repair_summary(run.retention)]
+        self.query_one("#scores", Static).update(Text("\n").join(line for line in lines if line.plain))
         self.query_one("#configuration-table", RecordTable).show(configuration(run))
         total = sum(run.stage_seconds.values())
         self.query_one("#stages-table", RecordTable).show(stages(run), bars={"seconds": total})
