@@ -132,13 +132,14 @@ def extremes(layers: tuple[RetentionInfo, ...], kept: list[float]) -> Text:
     return text
 
 
+def mean(values: list[float | None]) -> float | None:
+    """The mean of the values recorded (None: none is)."""
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
 def score_summary(scorer: str, layers: tuple[RetentionInfo, ...]) -> Text:
     """Means over layers of the kept and the removed neurons' scores, and how far apart they are."""
-
-    def mean(values: list[float | None]) -> float | None:
-        known = [v for v in values if v is not None]
-        return sum(known) / len(known) if known else None
-
     kept = mean([r.kept_score_mean for r in layers])
     gone = mean([r.removed_score_mean for r in layers])
     if kept is None:
@@ -158,11 +159,10 @@ def score_summary(scorer: str, layers: tuple[RetentionInfo, ...]) -> Text:
 
 def repair_summary(layers: tuple[RetentionInfo, ...]) -> Text:
     """A repaired run's reconstruction error, mean over layers, before and after the refit."""
-    pairs = [(r.repair_error_before, r.repair_error_after) for r in layers
-             if r.repair_error_before is not None and r.repair_error_after is not None]  # fmt: skip
-    if not pairs:
+    before = mean([r.repair_error_before for r in layers])
+    after = mean([r.repair_error_after for r in layers])
+    if before is None or after is None:
         return Text("")
-    before, after = (sum(p[i] for p in pairs) / len(pairs) for i in (0, 1))
     summary = Text("  repair: mean relative MLP output error ")
     summary.append(f"{before:.4g} cut → {after:.4g} repaired", "bold")
     if before:
