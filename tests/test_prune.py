@@ -223,3 +223,18 @@ def test_out_folder_that_is_not_empty_is_refused(tiny_model_dirs, tmp_path, caps
                  "--percent", "10", "--out", str(tmp_path / "out")])
     assert code == 2 and "not empty" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+def test_the_prune_report_prints_scores_to_four_significant_digits(tiny_model_dirs, tmp_path, capsys):
+    """As `runs show` prints them: variance scores of small weights are far below 1, and four
+    decimals printed them with few digits, or as 0.0000."""
+    store_dir = tmp_path / "s"
+    code = main(["--store", str(store_dir), "prune", str(tiny_model_dirs["llama"]), "--scorer", "vow",
+                 "--percent", "25", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    with Store.open(store_dir) as store:
+        first = queries.run_detail(store, queries.list_runs(store)[0].id).retention[0]
+    assert f"{first.kept_score_min:.4g}" != f"{first.kept_score_min:.4f}"  # (0.07009, not 0.0701)
+    row = next(line.split() for line in out.splitlines() if line.split()[:4] == ["0", "96", "72", "75.0"])
+    assert row[4] == f"{first.kept_score_min:.4g}"

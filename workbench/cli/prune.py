@@ -154,9 +154,9 @@ def print_report(report: dict) -> None:
 
 
 def _retention_columns(repaired: bool = False):
-    from workbench.tabular import Column, fixed
+    from workbench.tabular import Column, fixed, plain
 
-    score = fixed(4)
+    score = plain  # four significant digits, as `runs show` prints them: a variance score may be 1e-5
     return [
         Column("layer", numeric=True),
         Column("original_width", "width", numeric=True),
@@ -166,6 +166,6 @@ def _retention_columns(repaired: bool = False):
         Column("kept_score_mean", "kept mean", score, numeric=True),
         Column("removed_score_mean", "removed mean", score, numeric=True),
         Column("removed_score_max", "removed max", score, numeric=True),
-        *([Column("repair_error_before", "error cut", score, numeric=True),
-           Column("repair_error_after", "error repaired", score, numeric=True)] if repaired else []),
+        *([Column("repair_error_before", "error cut", fixed(4), numeric=True),
+           Column("repair_error_after", "error repaired", fixed(4), numeric=True)] if repaired else []),
     ]
